@@ -1,0 +1,1 @@
+"""Study runners (config, grid, results) behind the experiment scripts."""

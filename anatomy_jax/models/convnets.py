@@ -1,0 +1,83 @@
+"""Plain feed-forward architectures: MLP, a small CNN, AlexNet-style and VGG with batch norm."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from anatomy_jax.models.base import ConvNormAct, ConvStack, DenseAct, GlobalPool, Logits, Stage, StagedNetwork, channels
+
+
+class MLP(StagedNetwork):
+    """Flatten -> `hidden` ReLU layers (scaled by `width`) -> logits. Stages: hidden1.., features, logits."""
+
+    hidden: Sequence[int] = (256, 256)
+
+    def stages(self) -> Sequence[Stage]:
+        sizes = [channels(h, self.width) for h in self.hidden]
+        names = [f"hidden{i + 1}" for i in range(len(sizes) - 1)] + ["features"]
+        out: list[Stage] = [(n, lambda name, f=f: DenseAct(f, dtype=self.dtype, name=name)) for n, f in zip(names, sizes)]
+        return out + [("logits", lambda name: Logits(self.num_classes, dtype=self.dtype, name=name))]
+
+
+class SmallCNN(StagedNetwork):
+    """Two 3x3 conv layers (16, 32 channels x width; ReLU, 2x2 max pool), a 128-unit dense layer.
+
+    No batch norm, so it is cheap and its per-example gradients need no running statistics.
+    Stages: conv1, conv2, features, logits.
+    """
+
+    conv_channels: Sequence[int] = (16, 32)
+    hidden: int = 128
+
+    def stages(self) -> Sequence[Stage]:
+        out: list[Stage] = [
+            (f"conv{i + 1}", lambda name, c=c: ConvNormAct(channels(c, self.width), norm=False, pool=True,
+                                                          dtype=self.dtype, name=name))
+            for i, c in enumerate(self.conv_channels)
+        ]
+        out.append(("features", lambda name: DenseAct(channels(self.hidden, self.width), dtype=self.dtype, name=name)))
+        return out + [("logits", lambda name: Logits(self.num_classes, dtype=self.dtype, name=name))]
+
+
+class AlexNet(StagedNetwork):
+    """AlexNet for small images (as in the CIFAR AlexNet of Zhang et al. / Agrawal et al.).
+
+    conv 64 (pool), conv 192 (pool), conv 384, conv 256, conv 256 (pool), two dense layers of
+    512 and 256 units (all x width), batch norm after each conv. Stages: conv1..conv5, fc1,
+    features, logits.
+    """
+
+    def stages(self) -> Sequence[Stage]:
+        spec = [(64, True), (192, True), (384, False), (256, False), (256, True)]
+        out: list[Stage] = [
+            (f"conv{i + 1}", lambda name, c=c, p=p: ConvNormAct(channels(c, self.width), pool=p, dtype=self.dtype,
+                                                               name=name))
+            for i, (c, p) in enumerate(spec)
+        ]
+        out.append(("fc1", lambda name: DenseAct(channels(512, self.width), dtype=self.dtype, name=name)))
+        out.append(("features", lambda name: DenseAct(channels(256, self.width), dtype=self.dtype, name=name)))
+        return out + [("logits", lambda name: Logits(self.num_classes, dtype=self.dtype, name=name))]
+
+
+VGG_CONFIGS = {
+    "vgg11": ((64,), (128,), (256, 256), (512, 512), (512, 512)),
+    "vgg16": ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+    "vgg19": ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512)),
+}
+
+
+class VGG(StagedNetwork):
+    """VGG with batch norm (CIFAR-style): five conv blocks each ending in a 2x2 max pool,
+    global average pooling, one linear classifier. Stages: block1..block5, features, logits."""
+
+    config: str = "vgg11"
+
+    def stages(self) -> Sequence[Stage]:
+        blocks = VGG_CONFIGS[self.config]
+        out: list[Stage] = [
+            (f"block{i + 1}", lambda name, b=b: ConvStack(tuple(channels(c, self.width) for c in b), dtype=self.dtype,
+                                                         name=name))
+            for i, b in enumerate(blocks)
+        ]
+        out.append(("features", lambda name: GlobalPool(name=name)))
+        return out + [("logits", lambda name: Logits(self.num_classes, dtype=self.dtype, name=name))]

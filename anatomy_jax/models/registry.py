@@ -1,0 +1,42 @@
+"""Build a model by name (the names `--model` accepts)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax.numpy as jnp
+
+from anatomy_jax.models.base import StagedNetwork
+from anatomy_jax.models.convnets import MLP, VGG, AlexNet, SmallCNN
+from anatomy_jax.models.resnets import ResNet, ResNeXt
+
+_REGISTRY: dict[str, Callable[..., StagedNetwork]] = {
+    "mlp": MLP,
+    "cnn": SmallCNN,
+    "alexnet": AlexNet,
+    "vgg11": lambda **kw: VGG(config="vgg11", **kw),
+    "vgg16": lambda **kw: VGG(config="vgg16", **kw),
+    "vgg19": lambda **kw: VGG(config="vgg19", **kw),
+    "resnet18": lambda **kw: ResNet(blocks=(2, 2, 2, 2), **kw),
+    "resnet34": lambda **kw: ResNet(blocks=(3, 4, 6, 3), **kw),
+    "preact_resnet18": lambda **kw: ResNet(blocks=(2, 2, 2, 2), preact=True, **kw),
+    "resnext29": ResNeXt,
+}
+MODEL_NAMES = tuple(_REGISTRY)
+
+
+def create_model(name: str, num_classes: int = 10, width: float = 1.0, dtype: Any = jnp.float32,
+                 **kwargs: Any) -> StagedNetwork:
+    """The registry model `name` with `num_classes` outputs and channels scaled by `width`."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    if not width > 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    return _REGISTRY[name](num_classes=num_classes, width=width, dtype=dtype, **kwargs)
+
+
+def uses_batch_norm(variables: dict) -> bool:
+    """Whether a model's variables hold batch statistics."""
+    return bool(variables.get("batch_stats"))

@@ -1,0 +1,161 @@
+"""Residual networks for small images: ResNet-18/34 (CIFAR-style), PreAct ResNet-18, ResNeXt-29."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from anatomy_jax.models.base import ConvNormAct, GlobalPool, Logits, Stage, StagedNetwork, channels
+
+
+def _bn(train: bool, dtype: Any, name: str | None = None) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype, name=name)
+
+
+def _conv(features: int, kernel: int, stride: int, dtype: Any, groups: int = 1, name: str | None = None) -> nn.Conv:
+    return nn.Conv(features, (kernel, kernel), (stride, stride), padding="SAME", use_bias=False,
+                   feature_group_count=groups, dtype=dtype, name=name)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with batch norm; projection shortcut when the shape changes (He et al. 2016)."""
+
+    features: int
+    stride: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        y = nn.relu(_bn(train, self.dtype)(_conv(self.features, 3, self.stride, self.dtype)(x)))
+        y = _bn(train, self.dtype)(_conv(self.features, 3, 1, self.dtype)(y))
+        if self.stride != 1 or x.shape[-1] != self.features:
+            x = _bn(train, self.dtype, "shortcut_bn")(_conv(self.features, 1, self.stride, self.dtype, name="shortcut")(x))
+        return nn.relu(x + y)
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation basic block: BN-ReLU-conv twice, identity-style shortcut (He et al. 2016b)."""
+
+    features: int
+    stride: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        out = nn.relu(_bn(train, self.dtype)(x))
+        shortcut = x
+        if self.stride != 1 or x.shape[-1] != self.features:
+            shortcut = _conv(self.features, 1, self.stride, self.dtype, name="shortcut")(out)
+        y = _conv(self.features, 3, self.stride, self.dtype)(out)
+        y = _conv(self.features, 3, 1, self.dtype)(nn.relu(_bn(train, self.dtype)(y)))
+        return y + shortcut
+
+
+class ResNeXtBlock(nn.Module):
+    """Bottleneck with a grouped 3x3 conv of `cardinality` groups (Xie et al. 2017)."""
+
+    features: int
+    inner: int
+    cardinality: int
+    stride: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        y = nn.relu(_bn(train, self.dtype)(_conv(self.inner, 1, 1, self.dtype)(x)))
+        y = nn.relu(_bn(train, self.dtype)(_conv(self.inner, 3, self.stride, self.dtype, groups=self.cardinality)(y)))
+        y = _bn(train, self.dtype)(_conv(self.features, 1, 1, self.dtype)(y))
+        if self.stride != 1 or x.shape[-1] != self.features:
+            x = _bn(train, self.dtype, "shortcut_bn")(_conv(self.features, 1, self.stride, self.dtype, name="shortcut")(x))
+        return nn.relu(x + y)
+
+
+class ResidualStage(nn.Module):
+    """`num_blocks` blocks of one kind; the first one carries the stride."""
+
+    kind: str
+    num_blocks: int
+    features: int
+    stride: int
+    inner: int = 0
+    cardinality: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        for i in range(self.num_blocks):
+            stride = self.stride if i == 0 else 1
+            if self.kind == "basic":
+                x = BasicBlock(self.features, stride, self.dtype)(x, train)
+            elif self.kind == "preact":
+                x = PreActBlock(self.features, stride, self.dtype)(x, train)
+            else:
+                x = ResNeXtBlock(self.features, self.inner, self.cardinality, stride, self.dtype)(x, train)
+        return x
+
+
+class PreActHead(nn.Module):
+    """Final BN-ReLU of a pre-activation network, then global average pooling."""
+
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return jnp.mean(nn.relu(_bn(train, self.dtype)(x)), axis=(1, 2))
+
+
+class ResNet(StagedNetwork):
+    """CIFAR-style ResNet: 3x3 stem (64 x width), four stages (64, 128, 256, 512 x width; strides
+    1, 2, 2, 2), global average pooling, linear classifier. `preact=True` gives PreAct ResNet.
+    Stages: stem, layer1..layer4, features, logits."""
+
+    blocks: Sequence[int] = (2, 2, 2, 2)
+    preact: bool = False
+
+    def stages(self) -> Sequence[Stage]:
+        kind = "preact" if self.preact else "basic"
+        stem_channels = channels(64, self.width)
+        if self.preact:
+            out: list[Stage] = [("stem", lambda name: _PlainConv(stem_channels, self.dtype, name=name))]
+        else:
+            out = [("stem", lambda name: ConvNormAct(stem_channels, dtype=self.dtype, name=name))]
+        for i, n in enumerate(self.blocks):
+            out.append((f"layer{i + 1}", lambda name, i=i, n=n: ResidualStage(
+                kind, n, channels(64 * 2 ** i, self.width), 1 if i == 0 else 2, dtype=self.dtype, name=name)))
+        out.append(("features", (lambda name: PreActHead(self.dtype, name=name)) if self.preact
+                    else (lambda name: GlobalPool(name=name))))
+        return out + [("logits", lambda name: Logits(self.num_classes, dtype=self.dtype, name=name))]
+
+
+class _PlainConv(nn.Module):
+    """A bias-free 3x3 conv (the pre-activation stem)."""
+
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return _conv(self.features, 3, 1, self.dtype)(x)
+
+
+class ResNeXt(StagedNetwork):
+    """ResNeXt-29 for small images (Xie et al. 2017) in a small cardinality/width variant:
+    3x3 stem (64 x width), three stages of `blocks_per_stage` bottleneck blocks with
+    `cardinality` groups of `group_width` x 2^stage x width channels, outputs 128, 256, 512 x width
+    (strides 1, 2, 2). Stages: stem, stage1..stage3, features, logits."""
+
+    cardinality: int = 4
+    group_width: int = 16
+    blocks_per_stage: int = 3
+
+    def stages(self) -> Sequence[Stage]:
+        out: list[Stage] = [("stem", lambda name: ConvNormAct(channels(64, self.width), dtype=self.dtype, name=name))]
+        for s in range(3):
+            inner = self.cardinality * channels(self.group_width * 2 ** s, self.width)
+            out.append((f"stage{s + 1}", lambda name, s=s, inner=inner: ResidualStage(
+                "resnext", self.blocks_per_stage, channels(128 * 2 ** s, self.width), 1 if s == 0 else 2,
+                inner=inner, cardinality=self.cardinality, dtype=self.dtype, name=name)))
+        out.append(("features", lambda name: GlobalPool(name=name)))
+        return out + [("logits", lambda name: Logits(self.num_classes, dtype=self.dtype, name=name))]

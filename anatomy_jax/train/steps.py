@@ -1,0 +1,236 @@
+"""Train state, the jitted training step (fused into scans of steps) and evaluation.
+
+Everything a step needs lives on the device: the uint8 training images, the poison plan (which
+image carries which pattern, its training label and pattern offset) and the patterns. Each step
+draws its batch from the epoch's permutation (`fold_in(data_key, epoch)`), gathers it, stamps the
+patterns on the poisoned images, augments, and updates, all inside one compiled program. Runs of
+one sweep share the compiled program: the learning rate is optimizer state and the poison plan is
+an argument, so nothing about a run is baked into the compilation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from anatomy_jax.data.augment import augment
+from anatomy_jax.poison.patterns import Patterns, image_offsets, stamp
+from anatomy_jax.poison.poisoning import PoisonPlan
+from anatomy_jax.train.optim import with_learning_rate
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training (a plain pytree: checkpointable, vmappable)."""
+
+    step: jax.Array  # int32 scalar
+    params: Any
+    batch_stats: Any  # {} for models without batch norm
+    opt_state: Any
+    rng: jax.Array  # uint32 key data of the data-order / augmentation stream
+    order: jax.Array  # (N,) int32: this epoch's permutation of the training images
+
+
+class EvalData(NamedTuple):
+    """The test split on the device, padded to whole batches (`valid` marks the real images)."""
+
+    images: jax.Array  # (B, E, H, W, C) uint8
+    labels: jax.Array  # (B, E) int32
+    valid: jax.Array  # (B, E) bool
+    offsets: jax.Array  # (K, B, E, 2) int32: each pattern's per-image offset on the test set
+
+
+def to_float(images: jax.Array) -> jax.Array:
+    """uint8 0..255 -> float32 0..1 (models see floats in [0, 1])."""
+    return images.astype(jnp.float32) / 255.0
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Mean softmax cross entropy with optional label smoothing."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing) \
+        if label_smoothing else jax.nn.one_hot(labels, logits.shape[-1])
+    return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def target_margin(logits: jax.Array, target: jax.Array) -> jax.Array:
+    """z_t - max_{j != t} z_j per example."""
+    z_t = jnp.take_along_axis(logits, target[:, None], axis=-1)[:, 0]
+    others = jnp.where(jax.nn.one_hot(target, logits.shape[-1], dtype=bool), -jnp.inf, logits)
+    return z_t - others.max(axis=-1)
+
+
+@jax.jit
+def _all_finite(losses: jax.Array, params: Any) -> jax.Array:
+    leaves = [jnp.isfinite(losses).all()] + [jnp.isfinite(p).all() for p in jax.tree.leaves(params)]
+    return jnp.stack(leaves).all()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer:
+    """The static part of training (model, optimizer, batch and augmentation settings).
+
+    Its methods are pure functions of arrays; `train_steps` and `evaluate` are jitted once per
+    Trainer and reused by every run that shares it.
+    """
+
+    model: nn.Module
+    tx: optax.GradientTransformation
+    batch_size: int = 128
+    crop_padding: int = 0
+    flip: bool = False
+    label_smoothing: float = 0.0
+    eval_batch_size: int = 500
+    fuse_steps: bool | None = None
+
+    def init(self, init_key: jax.Array, data_key: jax.Array, images: jax.Array,
+             learning_rate: float) -> TrainState:
+        """A fresh state for training on `images` (N, H, W, C): parameters from `init_key`, data
+        order and augmentation from `data_key`, the run's base learning rate in the optimizer state."""
+        chex.assert_rank(images, 4)
+        variables = self.model.init(init_key, jnp.zeros((1, *images.shape[1:]), jnp.float32), train=False)
+        params = variables["params"]
+        opt_state = with_learning_rate(self.tx.init(params), learning_rate)
+        # `order` is drawn at the first step of every epoch (see `train_batch`).
+        return TrainState(jnp.zeros([], jnp.int32), params, variables.get("batch_stats", {}), opt_state,
+                          jax.random.key_data(data_key), jnp.zeros((images.shape[0],), jnp.int32))
+
+    def apply(self, params, batch_stats, x: jax.Array, train: bool = False):
+        """Logits (and, with train=True, the new batch statistics)."""
+        variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+        if train and batch_stats:
+            logits, updates = self.model.apply(variables, x, train=True, mutable=["batch_stats"])
+            return logits, updates["batch_stats"]
+        logits = self.model.apply(variables, x, train=train)
+        return (logits, batch_stats) if train else logits
+
+    def train_batch(self, state: TrainState, images: jax.Array, plan: PoisonPlan,
+                    patterns: Patterns) -> tuple[TrainState, jax.Array, jax.Array]:
+        """The (x, y) batch of `state.step`: gathered, poisoned, augmented (floats in [0, 1]).
+
+        Epoch e visits the images in the order `permutation(fold_in(data_key, e))` (the last
+        partial batch is dropped). The permutation is drawn once per epoch, at its first step, and
+        kept in the state: drawing it every step cost 45 ms per step for MNIST's 60,000 images.
+        """
+        n = images.shape[0]
+        steps_per_epoch = n // self.batch_size
+        epoch, position = jnp.divmod(state.step, steps_per_epoch)
+        key = jax.random.wrap_key_data(state.rng)
+        order = jax.lax.cond(
+            position == 0,
+            lambda: jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 0), epoch), n).astype(jnp.int32),
+            lambda: state.order)
+        idx = jax.lax.dynamic_slice(order, (position * self.batch_size,), (self.batch_size,))
+        x = stamp(to_float(images[idx]), plan.pattern_id[idx], plan.offsets[idx], patterns)
+        if self.crop_padding or self.flip:
+            aug_key = jax.random.fold_in(jax.random.fold_in(key, 1), state.step)
+            x = augment(aug_key, x, crop_padding=self.crop_padding, flip=self.flip)
+        return state._replace(order=order), x, plan.labels[idx]
+
+    def train_step(self, state: TrainState, images: jax.Array, plan: PoisonPlan,
+                   patterns: Patterns) -> tuple[TrainState, jax.Array]:
+        """One SGD/Adam update; returns the new state and the batch loss."""
+        state, x, y = self.train_batch(state, images, plan, patterns)
+
+        def loss_fn(params):
+            logits, new_stats = self.apply(params, state.batch_stats, x, train=True)
+            return cross_entropy(logits, y, self.label_smoothing), new_stats
+
+        (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(state.step + 1, params, new_stats, opt_state, state.rng, state.order), loss
+
+    @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+    def _one_step(self, state: TrainState, images, plan, patterns) -> tuple[TrainState, jax.Array]:
+        return self.train_step(state, images, plan, patterns)
+
+    @functools.partial(jax.jit, static_argnums=(0, 5), donate_argnums=1)
+    def _scanned_steps(self, state: TrainState, images, plan, patterns, num_steps: int):
+        return jax.lax.scan(lambda s, _: self.train_step(s, images, plan, patterns), state, None, length=num_steps)
+
+    @property
+    def fused(self) -> bool:
+        """Whether steps are fused into one `lax.scan` per chunk.
+
+        The rule is deterministic: fused on GPU/TPU, a Python loop of jitted single steps on CPU,
+        where XLA runs convolution gradients inside a loop body 4-8x slower than the same step
+        dispatched alone (measured with jax 0.10.2 on 2 cores: 23 ms vs 5.5 ms per step for the
+        small CNN on digits; benchmarks/step_dispatch.py). `fuse_steps` overrides it.
+        """
+        return self.fuse_steps if self.fuse_steps is not None else jax.default_backend() != "cpu"
+
+    def train_steps(self, state: TrainState, images: jax.Array, plan: PoisonPlan, patterns: Patterns,
+                    num_steps: int) -> tuple[TrainState, jax.Array, jax.Array]:
+        """`num_steps` steps; returns the state, the losses and whether loss and params stayed finite.
+
+        `state` is donated: do not use it afterwards.
+        """
+        chex.assert_rank(images, 4)
+        if images.shape[0] < self.batch_size:
+            raise ValueError(f"batch size {self.batch_size} exceeds the {images.shape[0]} training images")
+        if self.fused:
+            state, losses = self._scanned_steps(state, images, plan, patterns, num_steps)
+        else:
+            losses = []
+            for _ in range(num_steps):
+                state, loss = self._one_step(state, images, plan, patterns)
+                losses.append(loss)
+            losses = jnp.stack(losses)
+        return state, losses, _all_finite(losses, state.params)
+
+    def eval_data(self, images, labels, patterns: Patterns, location_key: jax.Array) -> EvalData:
+        """Pads the test split to whole batches and draws each pattern's per-image test offsets."""
+        n = labels.shape[0]
+        e = min(self.eval_batch_size, n)
+        b = -(-n // e)
+        pad = b * e - n
+        images = jnp.pad(jnp.asarray(images), ((0, pad), (0, 0), (0, 0), (0, 0)))
+        labels = jnp.pad(jnp.asarray(labels, jnp.int32), (0, pad))
+        valid = jnp.arange(b * e) < n
+        offsets = jnp.stack([image_offsets(jax.random.fold_in(location_key, k), jnp.arange(b * e), m)
+                             for k, m in enumerate(patterns.max_offset)])
+        return EvalData(images.reshape(b, e, *images.shape[1:]), labels.reshape(b, e), valid.reshape(b, e),
+                        offsets.reshape(offsets.shape[0], b, e, 2))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def evaluate(self, params, batch_stats, data: EvalData, patterns: Patterns,
+                 targets: jax.Array) -> dict[str, jax.Array]:
+        """Clean accuracy and, per pattern k (target `targets[k]`), ASR and reliance on the test set.
+
+        ASR: share of non-target test images classified as the target once the pattern is stamped.
+        Reliance: mean over the same images of margin(stamped) - margin(clean), with the target
+        margin z_t - max_{j != t} z_j.
+        """
+        num_patterns = targets.shape[0]
+
+        def batch_stats_fn(carry, inputs):
+            x_u8, y, valid, offsets = inputs
+            x = to_float(x_u8)
+            logits = self.apply(params, batch_stats, x)
+            correct = ((logits.argmax(-1) == y) & valid).sum()
+            loss = jnp.where(valid, optax.softmax_cross_entropy_with_integer_labels(logits, y), 0.0).sum()
+            hits, margins, counts = [], [], []
+            for k in range(num_patterns):
+                t = jnp.full_like(y, targets[k])
+                stamped = self.apply(params, batch_stats, stamp(x, jnp.full_like(y, k), offsets[k], patterns))
+                keep = valid & (y != targets[k])
+                hits.append(((stamped.argmax(-1) == t) & keep).sum())
+                margins.append(jnp.where(keep, target_margin(stamped, t) - target_margin(logits, t), 0.0).sum())
+                counts.append(keep.sum())
+            out = (correct, loss, valid.sum(), jnp.stack(hits), jnp.stack(margins), jnp.stack(counts))
+            return jax.tree.map(jnp.add, carry, out), None
+
+        zeros = (jnp.zeros([], jnp.int32), jnp.zeros([]), jnp.zeros([], jnp.int32),
+                 jnp.zeros(num_patterns, jnp.int32), jnp.zeros(num_patterns), jnp.zeros(num_patterns, jnp.int32))
+        offsets = jnp.moveaxis(data.offsets, 0, 1)  # (B, K, E, 2)
+        (correct, loss, n, hits, margins, counts), _ = jax.lax.scan(
+            batch_stats_fn, zeros, (data.images, data.labels, data.valid, offsets))
+        counts = jnp.maximum(counts, 1)
+        return {"clean_accuracy": correct / n, "test_loss": loss / n,
+                "attack_success_rate": hits / counts, "reliance": margins / counts}

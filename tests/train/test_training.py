@@ -1,0 +1,151 @@
+"""Training on real data, determinism, checkpoint/resume equality and divergence handling."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from anatomy_jax.experiment.pattern_rate import PatternRateConfig, make_trainer, prepare_run, train_and_evaluate
+from anatomy_jax.train import RunData, checkpoint_manager, restore_latest, schedule_shape, train_loop
+from tests.conftest import TFDS_DIR
+
+MNIST = dict(dataset="mnist", data_dir=str(TFDS_DIR), train_size=10000, model="cnn", patch_size=3,
+             learning_rates=(0.05,), steps=500, eval_every=250, batch_size=128)
+
+
+def _train(config, data, run):
+    trainer = make_trainer(config, data)
+    run_data, stats, state = prepare_run(config, trainer, data, jnp.asarray(data.train.images), run)
+    state, history = train_loop(trainer, state, run_data, steps=config.steps, eval_every=config.eval_every)
+    return history, stats
+
+
+@pytest.fixture(scope="session")
+def mnist_results(mnist):
+    """Clean, (f=0.05, c=1) and (f=0.05, c=0) runs of the small CNN on 10,000 real MNIST images."""
+    from anatomy_jax.data import subset
+
+    config = PatternRateConfig(**MNIST)
+    data = dataclasses.replace(mnist, train=subset(mnist.train, config.train_size))
+    out = {}
+    for name, f, c in (("clean", 0.0, 0.0), ("c1", 0.05, 1.0), ("c0", 0.05, 0.0)):
+        out[name] = _train(config, data, {"learning_rate": 0.05, "frequency": f, "correlation": c, "seed": 0})
+    return out
+
+
+@pytest.mark.slow
+def test_small_cnn_learns_mnist_and_the_pattern(mnist_results):
+    clean, _ = mnist_results["clean"]
+    c1, stats1 = mnist_results["c1"]
+    c0, stats0 = mnist_results["c0"]
+    assert stats1[0]["count"] == 500 and stats1[0]["realised_correlation"] == 1.0
+    assert stats0[0]["realised_correlation"] == 0.0
+    assert clean["clean_accuracy"][-1] >= 0.97
+    assert c1["attack_success_rate"][-1][0] >= 0.95
+    assert abs(c1["clean_accuracy"][-1] - clean["clean_accuracy"][-1]) <= 0.01
+    assert c0["attack_success_rate"][-1][0] <= 0.05
+    # The pattern carries weight only when it predicts the target.
+    assert c1["reliance"][-1][0] > 5.0 > c0["reliance"][-1][0]
+
+
+TINY = dict(frequencies=(0.1,), correlations=(1.0,), learning_rates=(0.05,), steps=60, eval_every=10,
+            checkpoint_every=20, batch_size=64, width=0.5)
+
+
+def _final_params(out, steps):
+    manager = checkpoint_manager(out / "checkpoints")
+    config = PatternRateConfig(**TINY)
+    from anatomy_jax.experiment.pattern_rate import load_study_data
+
+    data = load_study_data(config)
+    trainer = make_trainer(config, data)
+    _, _, abstract = prepare_run(config, trainer, data, jnp.asarray(data.train.images), config.grid()[0])
+    step, state, _ = restore_latest(manager, abstract)
+    return step, state
+
+
+def test_rerun_with_same_seed_is_identical(tmp_path):
+    config = PatternRateConfig(**TINY)
+    a = train_and_evaluate(config, tmp_path / "a", progress=False)
+    b = train_and_evaluate(config, tmp_path / "b", progress=False)
+    for key in ("clean_accuracy", "attack_success_rate", "reliance", "train_loss"):
+        assert a["runs"][0][key] == b["runs"][0][key]
+    _, pa = _final_params(tmp_path / "a", 60)
+    _, pb = _final_params(tmp_path / "b", 60)
+    jax.tree.map(np.testing.assert_array_equal, pa.params, pb.params)
+    c = train_and_evaluate(dataclasses.replace(config, seeds=(1,)), tmp_path / "c", progress=False)
+    assert c["runs"][0]["train_loss"] != a["runs"][0]["train_loss"]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_at", [30, 90])  # mid-run (between checkpoints), and inside the second run
+def test_interrupted_grid_resumes_to_identical_results(tmp_path, stop_at):
+    config = PatternRateConfig(**{**TINY, "correlations": (0.0, 1.0)})
+    full = train_and_evaluate(config, tmp_path / "full", progress=False)
+
+    seen = {"steps": 0}
+
+    def interrupt(step, state, metrics):
+        seen["steps"] += 10
+        if seen["steps"] >= stop_at:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_and_evaluate(config, tmp_path / "cut", observers=[interrupt], progress=False)
+    resumed = train_and_evaluate(dataclasses.replace(config, resume=True), tmp_path / "cut", progress=False)
+    assert resumed["resumed_from_step"] == (20 if stop_at == 30 else 80)
+    assert full["resumed_from_step"] is None
+    strip = lambda runs: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in runs]
+    assert strip(resumed["runs"]) == strip(full["runs"])
+    step_a, a = _final_params(tmp_path / "full", 120)
+    step_b, b = _final_params(tmp_path / "cut", 120)
+    assert step_a == step_b == 120
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_diverging_learning_rate_is_recorded_not_raised(tmp_path):
+    config = PatternRateConfig(**{**TINY, "learning_rates": (0.05, 1e6)})
+    results = train_and_evaluate(config, tmp_path, progress=False)
+    ok, bad = results["runs"]
+    assert not ok["diverged"] and ok["final_clean_accuracy"] > 0.5
+    assert bad["diverged"] and bad["diverged_at_step"] is not None
+    assert bad["final_clean_accuracy"] is None and None in bad["clean_accuracy"]
+    text = (tmp_path / "results.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    # The diverged run leaves the other run unchanged.
+    alone = train_and_evaluate(dataclasses.replace(config, learning_rates=(0.05,)), tmp_path / "alone",
+                               progress=False)
+    assert alone["runs"][0]["clean_accuracy"] == ok["clean_accuracy"]
+
+
+def test_schedules_have_the_documented_shape():
+    step = schedule_shape("step", 300)
+    assert [float(step(i)) for i in (0, 99, 100, 199, 200, 299)] == pytest.approx([1, 1, .1, .1, .01, .01])
+    cosine = schedule_shape("cosine", 100)
+    assert float(cosine(0)) == 1.0 and float(cosine(50)) == pytest.approx(0.5) and float(cosine(100)) == 0.0
+    warm = schedule_shape("constant", 100, warmup_steps=10)
+    assert float(warm(0)) == 0.0 and float(warm(5)) == pytest.approx(0.5) and float(warm(50)) == 1.0
+    with pytest.raises(ValueError, match="unknown schedule"):
+        schedule_shape("exp", 10)
+
+
+def test_learning_rate_is_state_so_one_compilation_serves_a_sweep():
+    from anatomy_jax.data import load_digits
+
+    config = PatternRateConfig(**TINY)
+    data = load_digits()
+    trainer = make_trainer(config, data)
+    images = jnp.asarray(data.train.images)
+    losses, compiled = [], []
+    for lr in (0.01, 0.1):
+        run_data, _, state = prepare_run(config, trainer, data, images, {**config.grid()[0], "learning_rate": lr})
+        state, loss, _ = trainer.train_steps(state, images, run_data.plan, run_data.patterns, 5)
+        losses.append(np.asarray(loss))
+        compiled.append(trainer._one_step._cache_size())
+    assert compiled[1] == compiled[0]  # the second learning rate reused the first one's program
+    assert not np.allclose(losses[0][1:], losses[1][1:])
