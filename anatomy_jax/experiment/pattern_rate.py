@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import pathlib
+import sys
 import time
 from typing import Any, Sequence
 
@@ -68,7 +70,8 @@ class PatternRateConfig:
     poison_seed: int | None = flag(None, "seed of the poison selection (default: each run's seed)")
     steps: int = flag(400, "training steps per run")
     batch_size: int = flag(128, "batch size")
-    eval_every: int = flag(25, "evaluate every this many steps")
+    eval_every: int | None = flag(None, "evaluate on the test set every this many steps (auto: steps / 16, "
+                                        "i.e. 16 points per curve)")
     checkpoint_every: int = flag(100, "save an orbax checkpoint every this many steps (and at each run's end)")
     keep_checkpoints: int = flag(3, "how many checkpoints to keep")
     acquisition_threshold: float = flag(0.5, "ASR that counts as acquired")
@@ -88,7 +91,9 @@ class PatternRateConfig:
                 raise ValueError(f"{name} must lie in [0, 1], got {bad}")
         if any(not (lr > 0 and math.isfinite(lr)) for lr in self.learning_rates):
             raise ValueError(f"learning rates must be positive, got {list(self.learning_rates)}")
-        for name in ("steps", "batch_size", "eval_every", "keep_checkpoints"):
+        if self.eval_every is not None and self.eval_every <= 0:
+            raise ValueError(f"eval_every must be > 0, got {self.eval_every}")
+        for name in ("steps", "batch_size", "keep_checkpoints"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.checkpoint_every < 0 or self.train_size < 0:
@@ -101,6 +106,11 @@ class PatternRateConfig:
             raise ValueError("choose one of --resume and --overwrite, not both")
         make_optimizer(self.optimizer, total_steps=self.steps, schedule=self.schedule, warmup_steps=self.warmup_steps,
                        momentum=self.momentum, weight_decay=self.weight_decay)
+
+    @property
+    def eval_interval(self) -> int:
+        """`eval_every`, or steps / 16 (at least 1) when it is left on auto."""
+        return self.eval_every if self.eval_every is not None else max(1, round(self.steps / 16))
 
     def pattern_spec(self, image_shape: tuple[int, int, int]) -> PatternSpec:
         size = self.patch_size if self.patch_size is not None else (2 if min(image_shape[:2]) < 16 else 3)
@@ -216,6 +226,8 @@ def train_and_evaluate(config: PatternRateConfig, workdir: str | pathlib.Path | 
     start_run, resume_state = 0, None
     if config.resume and manager.latest_step() is not None:
         start_run, resume_state = _resume_point(config, trainer, data, train_images, manager, results)
+    elif config.resume:
+        print(f"note: nothing to resume in {out}; starting from scratch", file=sys.stderr)
     bar = tqdm(total=len(grid) * config.steps, initial=start_run * config.steps + (
         int(resume_state[0].step) if resume_state else 0), desc="pattern_rate", unit="step", disable=not progress)
     for index in range(start_run, len(grid)):
@@ -230,9 +242,10 @@ def train_and_evaluate(config: PatternRateConfig, workdir: str | pathlib.Path | 
 
         def checkpoint(state, history, index=index):
             save(manager, index * config.steps + int(state.step), state,
-                 {"run_index": index, "run_finished": False, "history": history, "runs": results["runs"]})
+                 {"run_index": index, "run_finished": False, "history": history, "runs": results["runs"],
+                  "config": _resumable_settings(config)})
 
-        state, history = train_loop(trainer, state, run_data, steps=config.steps, eval_every=config.eval_every,
+        state, history = train_loop(trainer, state, run_data, steps=config.steps, eval_every=config.eval_interval,
                                     history=history, observers=observers, checkpoint_every=config.checkpoint_every,
                                     on_checkpoint=checkpoint, on_progress=bar.update)
         if history["diverged"]:
@@ -241,7 +254,8 @@ def train_and_evaluate(config: PatternRateConfig, workdir: str | pathlib.Path | 
         summary["wall_time_s"] = round(time.time() - started, 3)
         results["runs"].append(summary)
         save(manager, (index + 1) * config.steps, state,
-             {"run_index": index, "run_finished": True, "history": history, "runs": results["runs"]})
+             {"run_index": index, "run_finished": True, "history": history, "runs": results["runs"],
+              "config": _resumable_settings(config)})
         write_json(out / RESULTS_FILE, results)
     bar.close()
     manager.close()
@@ -252,9 +266,23 @@ def train_and_evaluate(config: PatternRateConfig, workdir: str | pathlib.Path | 
     return results
 
 
+def _resumable_settings(config: PatternRateConfig) -> dict[str, Any]:
+    """The settings a resumed run must share with the run it continues (JSON-normalised)."""
+    settings = dataclasses.asdict(config)
+    for key in ("out", "resume", "overwrite", "keep_checkpoints"):
+        settings.pop(key)
+    return json.loads(json.dumps(settings))
+
+
 def _resume_point(config, trainer, data, train_images, manager, results) -> tuple[int, Any]:
     """Restores the latest checkpoint: the index of the run to continue and (state, history)."""
     step, meta = latest_meta(manager)
+    saved, now = meta.get("config", {}), _resumable_settings(config)
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if changed:
+        raise ValueError("cannot resume: the checkpoint was made with different settings ("
+                         + ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+                         + "); use the original flags, or --overwrite")
     results["resumed_from_step"] = int(step)
     results["runs"] = list(meta["runs"])
     index = int(meta["run_index"])

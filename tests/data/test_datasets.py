@@ -84,3 +84,15 @@ def test_subset_is_deterministic(cifar10_exact):
     a, b = subset(cifar10_exact.train, 100), subset(cifar10_exact.train, 100)
     assert len(a) == 100
     np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_unpreparable_dataset_says_tensorflow_is_needed(tmp_path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else real_find_spec(name, *a))
+    start = time.time()
+    with pytest.raises(ValueError, match=r"needs TensorFlow.*\.\[prepare\]"):
+        load_dataset("svhn_cropped", data_dir=str(tmp_path), download=True)
+    assert time.time() - start < 10.0

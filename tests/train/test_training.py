@@ -97,6 +97,9 @@ def test_interrupted_grid_resumes_to_identical_results(tmp_path, stop_at):
 
     with pytest.raises(_Interrupt):
         train_and_evaluate(config, tmp_path / "cut", observers=[interrupt], progress=False)
+    with pytest.raises(ValueError, match="cannot resume.*learning_rates"):
+        train_and_evaluate(dataclasses.replace(config, resume=True, learning_rates=(0.1,)), tmp_path / "cut",
+                           progress=False)
     resumed = train_and_evaluate(dataclasses.replace(config, resume=True), tmp_path / "cut", progress=False)
     assert resumed["resumed_from_step"] == (20 if stop_at == 30 else 80)
     assert full["resumed_from_step"] is None
