@@ -9,6 +9,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 from typing import Any
 
 RESULTS_FILE = "results.json"
@@ -17,6 +18,11 @@ CHECKPOINT_DIR = "checkpoints"
 
 class OutputExistsError(ValueError):
     """The output directory already holds results and neither resume nor overwrite was asked for."""
+
+
+def default_out_dir(experiment: str) -> pathlib.Path:
+    """`runs/<experiment>/<timestamp>`: where an experiment writes when --out is not given."""
+    return pathlib.Path("runs") / experiment / time.strftime("%Y%m%d-%H%M%S")
 
 
 def prepare_output_dir(out: str | os.PathLike, *, resume: bool, overwrite: bool) -> pathlib.Path:

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from anatomy_jax.data import DATASET_NAMES, Dataset, load_dataset, subset
 from anatomy_jax.models import MODEL_NAMES, create_model
 from anatomy_jax.poison import LOCATIONS, PATTERN_KINDS, PatternSpec, PoisonSpec, make_patterns, plan_poison
-from anatomy_jax.experiment.outputs import CHECKPOINT_DIR, RESULTS_FILE, environment, prepare_output_dir, write_json
+from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
+                                            prepare_output_dir, write_json)
 from anatomy_jax.train import (OPTIMIZERS, SCHEDULES, Observer, RunData, Trainer, acquisition_step,
                                checkpoint_manager, latest_meta, make_optimizer, restore_latest, save, train_loop)
 
@@ -199,10 +200,6 @@ def summarise_run(run: dict[str, Any], history: dict, stats: list[dict], thresho
     }
 
 
-def default_out_dir() -> pathlib.Path:
-    return pathlib.Path("runs") / "pattern_rate" / time.strftime("%Y%m%d-%H%M%S")
-
-
 def train_and_evaluate(config: PatternRateConfig, workdir: str | pathlib.Path | None = None, *,
                        observers: Sequence[Observer] = (), progress: bool = True) -> dict[str, Any]:
     """Runs the grid into `workdir` (default `config.out`), writing results.json after every run.
@@ -211,7 +208,7 @@ def train_and_evaluate(config: PatternRateConfig, workdir: str | pathlib.Path | 
     directory holds results and neither `config.resume` nor `config.overwrite` is set.
     """
     config.validate()
-    out = pathlib.Path(workdir or config.out or default_out_dir())
+    out = pathlib.Path(workdir or config.out or default_out_dir("pattern_rate"))
     data = load_study_data(config)
     config.pattern_spec(data.image_shape).validate(data.image_shape)
     out = prepare_output_dir(out, resume=config.resume, overwrite=config.overwrite)

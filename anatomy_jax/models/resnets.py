@@ -19,6 +19,13 @@ def _conv(features: int, kernel: int, stride: int, dtype: Any, groups: int = 1, 
                    feature_group_count=groups, dtype=dtype, name=name)
 
 
+def _projection_shortcut(x, features: int, stride: int, train: bool, dtype: Any):
+    """Identity, or a 1x1 conv + batch norm when the block changes the shape (call in a compact method)."""
+    if stride == 1 and x.shape[-1] == features:
+        return x
+    return _bn(train, dtype, "shortcut_bn")(_conv(features, 1, stride, dtype, name="shortcut")(x))
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convs with batch norm; projection shortcut when the shape changes (He et al. 2016)."""
 
@@ -30,9 +37,7 @@ class BasicBlock(nn.Module):
     def __call__(self, x, train: bool = False):
         y = nn.relu(_bn(train, self.dtype)(_conv(self.features, 3, self.stride, self.dtype)(x)))
         y = _bn(train, self.dtype)(_conv(self.features, 3, 1, self.dtype)(y))
-        if self.stride != 1 or x.shape[-1] != self.features:
-            x = _bn(train, self.dtype, "shortcut_bn")(_conv(self.features, 1, self.stride, self.dtype, name="shortcut")(x))
-        return nn.relu(x + y)
+        return nn.relu(_projection_shortcut(x, self.features, self.stride, train, self.dtype) + y)
 
 
 class PreActBlock(nn.Module):
@@ -67,9 +72,7 @@ class ResNeXtBlock(nn.Module):
         y = nn.relu(_bn(train, self.dtype)(_conv(self.inner, 1, 1, self.dtype)(x)))
         y = nn.relu(_bn(train, self.dtype)(_conv(self.inner, 3, self.stride, self.dtype, groups=self.cardinality)(y)))
         y = _bn(train, self.dtype)(_conv(self.features, 1, 1, self.dtype)(y))
-        if self.stride != 1 or x.shape[-1] != self.features:
-            x = _bn(train, self.dtype, "shortcut_bn")(_conv(self.features, 1, self.stride, self.dtype, name="shortcut")(x))
-        return nn.relu(x + y)
+        return nn.relu(_projection_shortcut(x, self.features, self.stride, train, self.dtype) + y)
 
 
 class ResidualStage(nn.Module):

@@ -75,8 +75,8 @@ def _all_finite(losses: jax.Array, params: Any) -> jax.Array:
 class Trainer:
     """The static part of training (model, optimizer, batch and augmentation settings).
 
-    Its methods are pure functions of arrays; `train_steps` and `evaluate` are jitted once per
-    Trainer and reused by every run that shares it.
+    Its methods are pure functions of arrays. The compiled step and evaluation are cached per
+    Trainer (it is a static argument) and reused by every run that shares it.
     """
 
     model: nn.Module
