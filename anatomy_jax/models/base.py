@@ -126,6 +126,14 @@ class DenseAct(nn.Module):
         return nn.relu(nn.Dense(self.features, dtype=self.dtype)(x))
 
 
+class Flatten(nn.Module):
+    """(N, ...) -> (N, D)."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return x.reshape((x.shape[0], -1))
+
+
 class GlobalPool(nn.Module):
     """Global average pooling of a (N, H, W, C) map into (N, C) features."""
 

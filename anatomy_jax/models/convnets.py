@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from anatomy_jax.models.base import ConvNormAct, ConvStack, DenseAct, GlobalPool, Logits, Stage, StagedNetwork, channels
+from anatomy_jax.models.base import (ConvNormAct, ConvStack, DenseAct, Flatten, GlobalPool, Logits, Stage,
+                                     StagedNetwork, channels)
 
 
 class MLP(StagedNetwork):
@@ -20,10 +21,11 @@ class MLP(StagedNetwork):
 
 
 class SmallCNN(StagedNetwork):
-    """Two 3x3 conv layers (16, 32 channels x width; ReLU, 2x2 max pool), a 128-unit dense layer.
+    """3x3 conv layers (default 16, 32 channels x width; each ReLU + 2x2 max pool), then a dense
+    layer of `hidden` units (128 x width; `hidden=0`: the flattened conv output is the feature).
 
     No batch norm, so it is cheap and its per-example gradients need no running statistics.
-    Stages: conv1, conv2, features, logits.
+    Stages: conv1, conv2, ..., features, logits.
     """
 
     conv_channels: Sequence[int] = (16, 32)
@@ -35,7 +37,11 @@ class SmallCNN(StagedNetwork):
                                                           dtype=self.dtype, name=name))
             for i, c in enumerate(self.conv_channels)
         ]
-        out.append(("features", lambda name: DenseAct(channels(self.hidden, self.width), dtype=self.dtype, name=name)))
+        if self.hidden:
+            out.append(("features", lambda name: DenseAct(channels(self.hidden, self.width), dtype=self.dtype,
+                                                          name=name)))
+        else:
+            out.append(("features", lambda name: Flatten(name=name)))
         return out + [("logits", lambda name: Logits(self.num_classes, dtype=self.dtype, name=name))]
 
 
