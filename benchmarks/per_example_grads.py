@@ -8,7 +8,7 @@ process on the same device class, one after the other. Prints one JSON line with
 the ratio. PyTorch is optional (`pip install -e ".[bench]"`; on CPU-only machines the CPU build);
 without it only the JAX number is printed.
 
-    python benchmarks/per_example_grads.py [--batch-sizes 128,256] [--steps 5] [--chunk-size N]
+    python benchmarks/per_example_grads.py [--batch-sizes 128,256] [--steps 5] [--chunk-size 16]
 """
 
 from __future__ import annotations
@@ -56,18 +56,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="128,256")
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--chunk-size", type=int, default=16,
+                        help="examples per vmapped chunk (0: the whole batch at once)")
     args = parser.parse_args()
     device = jax.devices()[0]
     rows = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
-        ours = jax_examples_per_s(batch, args.steps, args.chunk_size)
+        ours = jax_examples_per_s(batch, args.steps, args.chunk_size or None)
         theirs = torch_examples_per_s(batch, args.steps)
         rows.append({"batch": batch, "jax_examples_per_s": round(ours, 1),
                      "torch_examples_per_s": None if theirs is None else round(theirs, 1),
                      "ratio_jax_over_torch": None if theirs is None else round(ours / theirs, 3)})
     print(json.dumps({"device": f"{device.platform} ({device.device_kind})", "jax": jax.__version__,
-                      "model": "SmallCNN 32-64-128 (peer)", "results": rows}))
+                      "model": "SmallCNN 32-64-128 (peer)", "chunk_size": args.chunk_size, "results": rows}))
 
 
 if __name__ == "__main__":

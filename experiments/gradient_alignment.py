@@ -14,22 +14,8 @@ from __future__ import annotations
 
 import sys
 
-from anatomy_jax.experiment.cli import fail, parse_config
+from anatomy_jax.experiment.cli import run_main
 from anatomy_jax.experiment.gradient_alignment import GradientAlignmentConfig, format_summary, run_gradient_alignment
-from anatomy_jax.experiment.outputs import default_out_dir
-
-
-def main(argv: list[str] | None = None) -> int:
-    config = parse_config(GradientAlignmentConfig, __doc__, argv)
-    out = config.out or str(default_out_dir("gradient_alignment"))
-    try:
-        results = run_gradient_alignment(config, out)
-    except ValueError as e:  # bad settings, or an --out that already holds results
-        fail(str(e))
-    print(format_summary(results))
-    print(f"\nresults: {out}/results.json; figures: {', '.join(results['figures'])}")
-    return 0
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(GradientAlignmentConfig, __doc__, run_gradient_alignment, format_summary, "gradient_alignment"))

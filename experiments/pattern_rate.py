@@ -15,22 +15,8 @@ from __future__ import annotations
 
 import sys
 
-from anatomy_jax.experiment.cli import fail, parse_config
-from anatomy_jax.experiment.outputs import default_out_dir
+from anatomy_jax.experiment.cli import run_main
 from anatomy_jax.experiment.pattern_rate import PatternRateConfig, format_summary, train_and_evaluate
 
-
-def main(argv: list[str] | None = None) -> int:
-    config = parse_config(PatternRateConfig, __doc__, argv)
-    out = config.out or str(default_out_dir("pattern_rate"))
-    try:
-        results = train_and_evaluate(config, out)
-    except ValueError as e:  # bad settings, or an --out that already holds results
-        fail(str(e))
-    print(format_summary(results))
-    print(f"\nresults: {out}/results.json; figures: {', '.join(results.get('figures', []))}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(PatternRateConfig, __doc__, train_and_evaluate, format_summary, "pattern_rate"))

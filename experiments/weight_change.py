@@ -15,22 +15,8 @@ from __future__ import annotations
 
 import sys
 
-from anatomy_jax.experiment.cli import fail, parse_config
-from anatomy_jax.experiment.outputs import default_out_dir
+from anatomy_jax.experiment.cli import run_main
 from anatomy_jax.experiment.weight_change import WeightChangeConfig, format_summary, run_weight_change
 
-
-def main(argv: list[str] | None = None) -> int:
-    config = parse_config(WeightChangeConfig, __doc__, argv)
-    out = config.out or str(default_out_dir("weight_change"))
-    try:
-        results = run_weight_change(config, out)
-    except ValueError as e:  # bad settings, or an --out that already holds results
-        fail(str(e))
-    print(format_summary(results))
-    print(f"\nresults: {out}/results.json; figures: {', '.join(results['figures'])}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(WeightChangeConfig, __doc__, run_weight_change, format_summary, "weight_change"))

@@ -91,6 +91,26 @@ def parse_config(config_cls: type[Config], description: str, argv: Sequence[str]
     return config
 
 
+def run_main(config_cls: type[Config], description: str, run: Callable[[Config, str], dict],
+             summarise: Callable[[dict], str], name: str, argv: Sequence[str] | None = None) -> int:
+    """The `main` of every experiment script: parse flags into a config, run it into --out (default
+    `runs/<name>/<timestamp>`), print the summary and where the results went.
+
+    Bad settings and an --out that already holds results exit with code 2 and a message.
+    """
+    from anatomy_jax.experiment.outputs import default_out_dir
+
+    config = parse_config(config_cls, description, argv)
+    out = getattr(config, "out", None) or str(default_out_dir(name))
+    try:
+        results = run(config, out)
+    except ValueError as e:
+        fail(str(e))
+    print(summarise(results))
+    print(f"\nresults: {out}/results.json; figures: {', '.join(results.get('figures', []))}")
+    return 0
+
+
 def fail(message: str, code: int = 2) -> typing.NoReturn:
     """Prints `message` to stderr and exits with `code` (no traceback)."""
     print(f"error: {message}", file=sys.stderr)

@@ -56,7 +56,7 @@ class GradientAlignmentConfig(PatternRateConfig):
         "help": "the step whose probe values are used to predict acquisition (must be an evaluation step)"})
     probe_size: int = dataclasses.field(default=256, metadata={
         "help": "training images in the probe batch (half of them patterned)"})
-    chunk_size: int = dataclasses.field(default=64, metadata={"help": "examples per chunk of per-example gradients"})
+    chunk_size: int = dataclasses.field(default=32, metadata={"help": "examples per chunk of per-example gradients"})
 
     def validate(self) -> None:
         super().validate()

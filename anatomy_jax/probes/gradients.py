@@ -50,12 +50,17 @@ def merge_params(kept: Any, frozen: Any) -> Any:
 
 
 def per_example_grads(loss_fn: LossFn, params: Any, inputs: jax.Array, labels: jax.Array,
-                      chunk_size: int | None = None, keep: Callable[[str], bool] | None = None) -> Any:
+                      chunk_size: int | None = None, keep: Callable[[str], bool] | None = None,
+                      unroll_chunks: bool | None = None) -> Any:
     """Gradients of `loss_fn` for every example: a pytree like `params` (or like the subset that
     `keep(path)` selects; the other leaves are None) with a leading example axis.
 
     `loss_fn(params, x, y)` is the mean loss of a batch (leading axis = examples); each example is
     passed as a batch of one. `chunk_size` bounds how many examples are differentiated at once.
+    Chunks run in a `lax.map` loop (memory bounded at any batch size; the default on GPU/TPU) or,
+    with `unroll_chunks`, as a static sequence of vmapped chunks (the default on CPU, where XLA runs
+    convolution gradients inside loops several times slower: 35 vs 412 examples/s for the peer's
+    small CNN at batch 128 in chunks of 16; see benchmarks/per_example_grads.py).
     """
     chex.assert_equal_shape_prefix((inputs, labels), 1)
     n = inputs.shape[0]
@@ -71,6 +76,11 @@ def per_example_grads(loss_fn: LossFn, params: Any, inputs: jax.Array, labels: j
         return one_chunk(target, inputs, labels)
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    if unroll_chunks is None:
+        unroll_chunks = jax.default_backend() == "cpu"
+    if unroll_chunks:
+        parts = [one_chunk(target, inputs[i:i + chunk_size], labels[i:i + chunk_size]) for i in range(0, n, chunk_size)]
+        return jax.tree.map(lambda *chunks: jnp.concatenate(chunks), *parts)
     pad = (-n) % chunk_size
     xs = jnp.pad(inputs, [(0, pad)] + [(0, 0)] * (inputs.ndim - 1))
     ys = jnp.pad(labels, [(0, pad)] + [(0, 0)] * (labels.ndim - 1))

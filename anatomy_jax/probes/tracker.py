@@ -42,7 +42,7 @@ class GradientProbe:
     """Observer for `train_loop`: `records` holds one dict of probe values per evaluation step."""
 
     def __init__(self, trainer: Trainer, data: RunData, key: jax.Array, *, probe_size: int = 256,
-                 saliency_size: int = 128, chunk_size: int | None = 64, target: int | None = None):
+                 saliency_size: int = 128, chunk_size: int | None = 32, target: int | None = None):
         plan = data.plan
         carries = np.asarray(plan.pattern_id) == 0
         target = int(data.targets[0]) if target is None else target

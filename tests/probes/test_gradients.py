@@ -26,8 +26,9 @@ def test_per_example_grads_equal_a_loop_over_single_examples(name):
     for i in range(len(y)):
         single = single_grad(params, x[i:i + 1], y[i:i + 1])
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6), grads, single)
-    chunked = jax.jit(per_example_grads, static_argnums=(0, 4))(loss_fn, params, x, y, 5)  # 12 = 5 + 5 + 2 (padded)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, chunked)
+    for unroll in (False, True):  # a lax.map loop over padded chunks, or unrolled chunks: 12 = 5 + 5 + 2
+        chunked = jax.jit(per_example_grads, static_argnums=(0, 4, 5, 6))(loss_fn, params, x, y, 5, None, unroll)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, chunked)
     # The mean of per-example gradients is the batch gradient.
     batch = jax.grad(loss_fn)(params, x, y)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a.mean(0), b, rtol=1e-4, atol=1e-6), grads, batch)

@@ -152,3 +152,22 @@ def test_learning_rate_is_state_so_one_compilation_serves_a_sweep():
         compiled.append(trainer._one_step._cache_size())
     assert compiled[1] == compiled[0]  # the second learning rate reused the first one's program
     assert not np.allclose(losses[0][1:], losses[1][1:])
+
+
+def test_batch_norm_model_with_augmentation_on_cifar(cifar10_exact):
+    """The Trainer's batch-norm path (running statistics updated in the step) with crop + flip."""
+    config = PatternRateConfig(model="preact_resnet18", width=0.125, frequencies=(0.1,), correlations=(1.0,),
+                               learning_rates=(0.05,), steps=30, batch_size=64)
+    data = dataclasses.replace(cifar10_exact, test=dataclasses.replace(
+        cifar10_exact.test, images=cifar10_exact.test.images[:200], labels=cifar10_exact.test.labels[:200]))
+    trainer = make_trainer(config, data)
+    assert trainer.crop_padding == 4 and trainer.flip
+    images = jnp.asarray(data.train.images)
+    run_data, _, state = prepare_run(config, trainer, data, images, config.grid()[0])
+    before = jax.device_get(state.batch_stats)
+    state, history = train_loop(trainer, state, run_data, steps=30, eval_every=15)
+    after = jax.device_get(state.batch_stats)
+    changed = jax.tree.leaves(jax.tree.map(lambda a, b: not np.allclose(a, b), before, after))
+    assert all(changed) and len(changed) > 10
+    assert history["train_loss"][1] < history["train_loss"][0] and not history["diverged"]
+    assert 0.0 <= history["clean_accuracy"][-1] <= 1.0
