@@ -237,10 +237,12 @@ def train_and_evaluate(config: PatternRateConfig, workdir: str | pathlib.Path | 
         bar.set_postfix(lr=run["learning_rate"], f=run["frequency"], c=run["correlation"], seed=run["seed"])
         started = time.time()
 
+        def progress_meta(history, finished, index=index):
+            return {"run_index": index, "run_finished": finished, "history": history, "runs": results["runs"],
+                    "config": _resumable_settings(config)}
+
         def checkpoint(state, history, index=index):
-            save(manager, index * config.steps + int(state.step), state,
-                 {"run_index": index, "run_finished": False, "history": history, "runs": results["runs"],
-                  "config": _resumable_settings(config)})
+            save(manager, index * config.steps + int(state.step), state, progress_meta(history, False))
 
         state, history = train_loop(trainer, state, run_data, steps=config.steps, eval_every=config.eval_interval,
                                     history=history, observers=observers, checkpoint_every=config.checkpoint_every,
@@ -250,9 +252,7 @@ def train_and_evaluate(config: PatternRateConfig, workdir: str | pathlib.Path | 
         summary = summarise_run(run, history, stats, config.acquisition_threshold)
         summary["wall_time_s"] = round(time.time() - started, 3)
         results["runs"].append(summary)
-        save(manager, (index + 1) * config.steps, state,
-             {"run_index": index, "run_finished": True, "history": history, "runs": results["runs"],
-              "config": _resumable_settings(config)})
+        save(manager, (index + 1) * config.steps, state, progress_meta(history, True))
         write_json(out / RESULTS_FILE, results)
     bar.close()
     manager.close()
