@@ -20,7 +20,6 @@ import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 
 from anatomy_jax.models import SmallCNN
 from anatomy_jax.probes import model_loss_fn, per_example_grads

@@ -145,7 +145,7 @@ def run_weight_change(config: WeightChangeConfig, workdir: str | pathlib.Path | 
 
 
 def format_summary(results: dict[str, Any]) -> str:
-    """Per model: accuracy, mean RWC of the first/last epoch by depth third, and the elbow k."""
+    """Per model: accuracy, mean RWC over all epochs of the early/middle/late third of the layers, elbow k."""
     lines = [f"{'model':>16} {'acc':>6} {'layers':>6} {'early':>8} {'middle':>8} {'late':>8} {'elbow k':>7}"]
     for name, m in results["models"].items():
         rwc = np.array([[np.nan if v is None else v for v in row] for row in m["mean_rwc"]], float)

@@ -36,7 +36,3 @@ def create_model(name: str, num_classes: int = 10, width: float = 1.0, dtype: An
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     return _REGISTRY[name](num_classes=num_classes, width=width, dtype=dtype, **kwargs)
 
-
-def uses_batch_norm(variables: dict) -> bool:
-    """Whether a model's variables hold batch statistics."""
-    return bool(variables.get("batch_stats"))

@@ -9,7 +9,7 @@ and marked diverged: its remaining evaluation steps get `None` values.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import numpy as np

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from anatomy_jax.experiment.pattern_rate import PatternRateConfig, make_trainer, prepare_run, train_and_evaluate
-from anatomy_jax.train import RunData, checkpoint_manager, restore_latest, schedule_shape, train_loop
+from anatomy_jax.train import checkpoint_manager, restore_latest, schedule_shape, train_loop
 from tests.conftest import TFDS_DIR
 
 MNIST = dict(dataset="mnist", data_dir=str(TFDS_DIR), train_size=10000, model="cnn", patch_size=3,
