@@ -25,10 +25,12 @@ def default_out_dir(experiment: str) -> pathlib.Path:
     return pathlib.Path("runs") / experiment / time.strftime("%Y%m%d-%H%M%S")
 
 
-def prepare_output_dir(out: str | os.PathLike, *, resume: bool, overwrite: bool) -> pathlib.Path:
+def prepare_output_dir(out: str | os.PathLike, *, resume: bool, overwrite: bool,
+                       primary: bool = True) -> pathlib.Path:
     """Creates `out`, refusing (OutputExistsError) if it holds results unless resuming/overwriting.
 
-    `overwrite` removes earlier results, figures and checkpoints first; `resume` keeps them.
+    `overwrite` removes earlier results, figures and checkpoints first; `resume` keeps them. In a
+    multi-process job every process checks, and only the `primary` one removes or creates.
     """
     if resume and overwrite:
         raise ValueError("choose one of --resume and --overwrite, not both")
@@ -38,6 +40,8 @@ def prepare_output_dir(out: str | os.PathLike, *, resume: bool, overwrite: bool)
         raise OutputExistsError(
             f"{out} already holds results ({', '.join(p.name for p in existing)}); pass --resume to continue "
             "that run, --overwrite to replace it, or choose another --out")
+    if not primary:
+        return out
     if overwrite:
         for p in existing:
             shutil.rmtree(p) if p.is_dir() else p.unlink()

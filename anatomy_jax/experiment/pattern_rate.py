@@ -22,6 +22,8 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from anatomy_jax.data import DATASET_NAMES, Dataset, load_dataset, subset
@@ -29,8 +31,11 @@ from anatomy_jax.models import MODEL_NAMES, create_model
 from anatomy_jax.poison import LOCATIONS, PATTERN_KINDS, PatternSpec, PoisonSpec, make_patterns, plan_poison
 from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
                                             prepare_output_dir, write_json)
-from anatomy_jax.train import (OPTIMIZERS, SCHEDULES, Observer, RunData, Trainer, acquisition_step,
-                               checkpoint_manager, latest_meta, make_optimizer, restore_latest, save, train_loop)
+from anatomy_jax.train import (OPTIMIZERS, SCHEDULES, STRATEGIES, RunData, SweepObserver, Trainer, acquisition_step,
+                               auto_runs_per_device, checkpoint_manager, choose_strategy, is_primary_process,
+                               latest_meta, make_optimizer, make_sweep_mesh, pad_runs, place_states, restore_latest,
+                               runs_axis_size, save, stack_runs, stack_trees, to_host, train_sweep)
+from anatomy_jax.train.sharding import DATA
 
 
 def flag(default: Any, text: str) -> Any:
@@ -76,6 +81,12 @@ class PatternRateConfig:
     checkpoint_every: int = flag(100, "save an orbax checkpoint every this many steps (and at each run's end)")
     keep_checkpoints: int = flag(3, "how many checkpoints to keep")
     acquisition_threshold: float = flag(0.5, "ASR that counts as acquired")
+    strategy: str = flag("auto", "how the runs train together: vmap (stacked runs, one program), loop (each run's "
+                                 "own jitted steps, interleaved), auto (loop on one CPU device, else vmap)")
+    runs_per_device: int = flag(0, "runs trained at once per device; a larger grid runs in chunks (0 = auto: "
+                                   "as many as fit in half the device memory)")
+    devices: int = flag(0, "devices to use, the run axis sharded over them (0 = all)")
+    data_parallel: int = flag(1, "devices that split each run's batch (for models too big for one device per run)")
     out: str | None = flag(None, "output directory (default: runs/pattern_rate/<timestamp>)")
     resume: bool = flag(False, "continue the run in --out from its latest checkpoint")
     overwrite: bool = flag(False, "replace the results in --out")
@@ -99,6 +110,10 @@ class PatternRateConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.checkpoint_every < 0 or self.train_size < 0:
             raise ValueError("checkpoint_every and train_size must be >= 0")
+        if self.runs_per_device < 0 or self.devices < 0 or self.data_parallel < 1:
+            raise ValueError("runs_per_device and devices must be >= 0 and data_parallel >= 1")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         if not 0.0 < self.acquisition_threshold <= 1.0:
             raise ValueError(f"acquisition_threshold must be in (0, 1], got {self.acquisition_threshold}")
         if not self.width > 0:
@@ -200,18 +215,69 @@ def summarise_run(run: dict[str, Any], history: dict, stats: list[dict], thresho
     }
 
 
-def train_and_evaluate(config: PatternRateConfig, workdir: str | pathlib.Path | None = None, *,
-                       observers: Sequence[Observer] = (), progress: bool = True) -> dict[str, Any]:
-    """Runs the grid into `workdir` (default `config.out`), writing results.json after every run.
+@dataclasses.dataclass(frozen=True)
+class SweepLayout:
+    """How the grid trains: the strategy, the device mesh and how many runs train together."""
 
-    Returns the results dict. Raises ValueError for bad settings and OutputExistsError when the
-    directory holds results and neither `config.resume` nor `config.overwrite` is set.
+    strategy: str
+    mesh: Mesh
+    runs_per_chunk: int
+
+    def describe(self, num_runs: int) -> dict[str, Any]:
+        """The layout as results.json records it."""
+        device = self.mesh.devices.flat[0]
+        return {"strategy": self.strategy, "num_devices": int(self.mesh.size), "runs_axis": runs_axis_size(self.mesh),
+                "data_parallel": int(self.mesh.shape[DATA]), "runs_per_chunk": self.runs_per_chunk,
+                "num_chunks": -(-num_runs // self.runs_per_chunk), "process_count": jax.process_count(),
+                "platform": device.platform, "device_kind": device.device_kind}
+
+
+def plan_layout(config: PatternRateConfig, trainer: Trainer, data: Dataset, example_state: Any,
+                saved: dict[str, Any] | None = None) -> SweepLayout:
+    """The sweep layout: the strategy rule and memory sizing, or what a resumed sweep saved."""
+    mesh = make_sweep_mesh(config.devices, config.data_parallel)
+    num_runs = len(config.grid())
+    if saved is not None:
+        if config.strategy not in ("auto", saved["strategy"]):
+            raise ValueError(f"cannot resume: the sweep ran with strategy {saved['strategy']!r}, not "
+                             f"{config.strategy!r}; leave --strategy on auto")
+        strategy, runs_per_chunk = saved["strategy"], int(saved["runs_per_chunk"])
+        choose_strategy(strategy, jax.default_backend(), mesh.size)  # still valid on these devices?
+        if strategy == "vmap" and runs_per_chunk % runs_axis_size(mesh):
+            raise ValueError(f"cannot resume: chunks of {runs_per_chunk} runs do not split over "
+                             f"{runs_axis_size(mesh)} devices")
+        return SweepLayout(strategy, mesh, runs_per_chunk)
+    strategy = choose_strategy(config.strategy, jax.default_backend(), mesh.size)
+    per_device = config.runs_per_device or auto_runs_per_device(
+        trainer, example_state, data.image_shape, num_runs, runs_axis_size(mesh), strategy,
+        reserved_bytes=data.train.images.nbytes + data.test.images.nbytes)
+    return SweepLayout(strategy, mesh, per_device * runs_axis_size(mesh))
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def train_and_evaluate(config: PatternRateConfig, workdir: str | pathlib.Path | None = None, *,
+                       observers: Sequence[SweepObserver] = (), progress: bool = True) -> dict[str, Any]:
+    """Runs the grid as a sweep into `workdir` (default `config.out`); returns the results dict.
+
+    The grid is split into chunks of `runs_per_chunk` runs; each chunk trains as one sweep with the
+    layout's strategy (`anatomy_jax.train.sweep`), and results.json is written after every chunk.
+    `observers` are sweep observers (`per_run` adapts single-run ones); they see each chunk's runs,
+    padding runs included. Raises ValueError for bad settings and OutputExistsError when the
+    directory holds results and neither `config.resume` nor `config.overwrite` is set. In a
+    multi-process job (`jax.distributed.initialize()` first) every process calls this with the
+    same config; process 0 writes results and figures.
     """
     config.validate()
     out = pathlib.Path(workdir or config.out or default_out_dir("pattern_rate"))
     data = load_study_data(config)
     config.pattern_spec(data.image_shape).validate(data.image_shape)
-    out = prepare_output_dir(out, resume=config.resume, overwrite=config.overwrite)
+    primary = is_primary_process()
+    out = prepare_output_dir(out, resume=config.resume, overwrite=config.overwrite, primary=primary)
+    _sync("anatomy_jax:output-ready")
     trainer = make_trainer(config, data)
     train_images = jnp.asarray(data.train.images)
     manager = checkpoint_manager(out / CHECKPOINT_DIR, config.keep_checkpoints)
@@ -220,59 +286,95 @@ def train_and_evaluate(config: PatternRateConfig, workdir: str | pathlib.Path | 
                "dataset": {"name": data.name, "train_images": len(data.train), "test_images": len(data.test),
                            "image_shape": list(data.image_shape), "num_classes": data.num_classes},
                "runs": []}
-    start_run, resume_state = 0, None
-    if config.resume and manager.latest_step() is not None:
-        start_run, resume_state = _resume_point(config, trainer, data, train_images, manager, results)
-    elif config.resume:
+    saved = _saved_progress(config, manager) if config.resume and manager.latest_step() is not None else None
+    if config.resume and saved is None:
         print(f"note: nothing to resume in {out}; starting from scratch", file=sys.stderr)
-    bar = tqdm(total=len(grid) * config.steps, initial=start_run * config.steps + (
-        int(resume_state[0].step) if resume_state else 0), desc="pattern_rate", unit="step", disable=not progress)
-    for index in range(start_run, len(grid)):
-        run = grid[index]
-        run_data, stats, state = prepare_run(config, trainer, data, train_images, run)
-        history = None
-        if resume_state is not None:
-            state, history = resume_state
-            resume_state = None
-        bar.set_postfix(lr=run["learning_rate"], f=run["frequency"], c=run["correlation"], seed=run["seed"])
+    example_state = prepare_run(config, trainer, data, train_images, grid[0])[2]
+    layout = plan_layout(config, trainer, data, example_state, saved and saved[1]["sweep"])
+    results["sweep"] = layout.describe(len(grid))
+    start, resume_mid_chunk = 0, False
+    if saved is not None:
+        step, meta = saved
+        results["resumed_from_step"], results["runs"] = int(step), list(meta["runs"])
+        start = meta["chunk_start"] + (meta["chunk_runs"] if meta["chunk_finished"] else 0)
+        resume_mid_chunk = not meta["chunk_finished"]
+    if progress and primary:
+        print(describe_layout(results["sweep"], len(grid)), file=sys.stderr)
+    bar = tqdm(total=len(grid) * config.steps, initial=start * config.steps, desc="pattern_rate", unit="run-step",
+               disable=not (progress and primary))
+    for chunk_start in range(start, len(grid), layout.runs_per_chunk):
+        runs = grid[chunk_start:chunk_start + layout.runs_per_chunk]
+        prepared = [prepare_run(config, trainer, data, train_images, run) for run in runs]
+        if layout.strategy == "vmap":
+            prepared = pad_runs(prepared, runs_axis_size(layout.mesh))
+        sweep_data = stack_runs([p[0] for p in prepared])
+        states = place_states(stack_trees([p[2] for p in prepared]), layout.strategy, layout.mesh)
+        histories = None
+        if resume_mid_chunk:
+            step, states, meta = restore_latest(manager, states)
+            histories, resume_mid_chunk = meta["histories"], False
+            bar.update(int(step) - chunk_start * config.steps)
         started = time.time()
 
-        def progress_meta(history, finished, index=index):
-            return {"run_index": index, "run_finished": finished, "history": history, "runs": results["runs"],
-                    "config": _resumable_settings(config)}
+        def progress_meta(histories, finished, chunk_start=chunk_start, num_runs=len(runs)):
+            return {"chunk_start": chunk_start, "chunk_runs": num_runs, "chunk_finished": finished,
+                    "histories": histories, "runs": results["runs"], "config": _resumable_settings(config),
+                    "sweep": {"strategy": layout.strategy, "runs_per_chunk": layout.runs_per_chunk}}
 
-        def checkpoint(state, history, index=index):
-            save(manager, index * config.steps + int(state.step), state, progress_meta(history, False))
+        def checkpoint(states, histories, chunk_start=chunk_start):
+            save(manager, chunk_start * config.steps + int(to_host(states.step)[0]), states,
+                 progress_meta(histories, False))
 
-        state, history = train_loop(trainer, state, run_data, steps=config.steps, eval_every=config.eval_interval,
-                                    history=history, observers=observers, checkpoint_every=config.checkpoint_every,
-                                    on_checkpoint=checkpoint, on_progress=bar.update)
-        if history["diverged"]:
-            bar.update(config.steps - history["diverged_at_step"])
-        summary = summarise_run(run, history, stats, config.acquisition_threshold)
-        summary["wall_time_s"] = round(time.time() - started, 3)
-        results["runs"].append(summary)
-        save(manager, (index + 1) * config.steps, state, progress_meta(history, True))
-        write_json(out / RESULTS_FILE, results)
+        states, histories = train_sweep(
+            trainer, states, sweep_data, steps=config.steps, eval_every=config.eval_interval,
+            strategy=layout.strategy, mesh=layout.mesh, histories=histories, observers=observers,
+            checkpoint_every=config.checkpoint_every, on_checkpoint=checkpoint,
+            on_progress=lambda n, k=len(runs): bar.update(n * k))
+        bar.n = (chunk_start + len(runs)) * config.steps  # diverged runs stop early
+        bar.refresh()
+        wall = round((time.time() - started) / len(runs), 3)
+        for run, (_, stats, _), history in zip(runs, prepared, histories):
+            summary = summarise_run(run, history, stats, config.acquisition_threshold)
+            summary["wall_time_s"] = wall  # the chunk's wall time shared equally by its runs
+            results["runs"].append(summary)
+        save(manager, (chunk_start + len(runs)) * config.steps, states, progress_meta(histories, True))
+        if primary:
+            write_json(out / RESULTS_FILE, results)
     bar.close()
     manager.close()
-    from anatomy_jax.plots.pattern_rate import plot_all
+    if primary:
+        from anatomy_jax.plots.pattern_rate import plot_all
 
-    results["figures"] = plot_all(results, out)
-    write_json(out / RESULTS_FILE, results)
+        results["figures"] = plot_all(results, out)
+        write_json(out / RESULTS_FILE, results)
+    _sync("anatomy_jax:results-written")
     return results
+
+
+def describe_layout(sweep: dict[str, Any], num_runs: int) -> str:
+    """One line: strategy, runs per chunk and devices."""
+    return (f"sweep: {num_runs} runs, strategy {sweep['strategy']}, {sweep['runs_per_chunk']} runs together "
+            f"({sweep['num_chunks']} chunk{'s' if sweep['num_chunks'] > 1 else ''}) on {sweep['num_devices']} "
+            f"{sweep['platform']} device{'s' if sweep['num_devices'] > 1 else ''} ({sweep['device_kind']}"
+            f"{', data parallel x%d' % sweep['data_parallel'] if sweep['data_parallel'] > 1 else ''}"
+            f"{', %d processes' % sweep['process_count'] if sweep['process_count'] > 1 else ''})")
+
+
+# Settings that may change between a run and its resumption (the layout comes from the checkpoint).
+_NOT_COMPARED_ON_RESUME = ("out", "resume", "overwrite", "keep_checkpoints", "strategy", "runs_per_device",
+                           "devices", "data_parallel")
 
 
 def _resumable_settings(config: PatternRateConfig) -> dict[str, Any]:
     """The settings a resumed run must share with the run it continues (JSON-normalised)."""
     settings = dataclasses.asdict(config)
-    for key in ("out", "resume", "overwrite", "keep_checkpoints"):
+    for key in _NOT_COMPARED_ON_RESUME:
         settings.pop(key)
     return json.loads(json.dumps(settings))
 
 
-def _resume_point(config, trainer, data, train_images, manager, results) -> tuple[int, Any]:
-    """Restores the latest checkpoint: the index of the run to continue and (state, history)."""
+def _saved_progress(config: PatternRateConfig, manager) -> tuple[int, dict[str, Any]]:
+    """(step, meta) of the latest checkpoint, after checking it was made with the same settings."""
     step, meta = latest_meta(manager)
     saved, now = meta.get("config", {}), _resumable_settings(config)
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
@@ -280,14 +382,9 @@ def _resume_point(config, trainer, data, train_images, manager, results) -> tupl
         raise ValueError("cannot resume: the checkpoint was made with different settings ("
                          + ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
                          + "); use the original flags, or --overwrite")
-    results["resumed_from_step"] = int(step)
-    results["runs"] = list(meta["runs"])
-    index = int(meta["run_index"])
-    if meta["run_finished"]:
-        return index + 1, None
-    _, _, state = prepare_run(config, trainer, data, train_images, config.grid()[index])
-    _, state, meta = restore_latest(manager, state)
-    return index, (state, meta["history"])
+    if "sweep" not in meta:
+        raise ValueError("cannot resume: the checkpoint predates sweeps (anatomy_jax < 0.2); use --overwrite")
+    return step, meta
 
 
 def format_summary(results: dict[str, Any]) -> str:
@@ -297,7 +394,8 @@ def format_summary(results: dict[str, Any]) -> str:
 
     header = (f"{'lr':>8} {'f':>6} {'c':>5} {'seed':>4} {'real f':>7} {'real c':>6} {'acq step':>8} "
               f"{'final ASR':>9} {'final acc':>9} {'reliance':>8}  status")
-    lines = [header, "-" * len(header)]
+    lines = [describe_layout(results["sweep"], len(results["runs"])), "", header, "-" * len(header)] \
+        if "sweep" in results else [header, "-" * len(header)]
     for r in results["runs"]:
         p = r["patterns"][0]
         lines.append(

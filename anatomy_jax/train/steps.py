@@ -87,6 +87,7 @@ class Trainer:
     label_smoothing: float = 0.0
     eval_batch_size: int = 500
     fuse_steps: bool | None = None
+    data_axis: str | None = None  # inside shard_map: the mesh axis that splits each batch
 
     def init(self, init_key: jax.Array, data_key: jax.Array, images: jax.Array,
              learning_rate: float) -> TrainState:
@@ -134,14 +135,27 @@ class Trainer:
 
     def train_step(self, state: TrainState, images: jax.Array, plan: PoisonPlan,
                    patterns: Patterns) -> tuple[TrainState, jax.Array]:
-        """One SGD/Adam update; returns the new state and the batch loss."""
+        """One SGD/Adam update; returns the new state and the batch loss.
+
+        With `data_axis` set (inside `shard_map`), every device of that axis draws the same batch,
+        trains on its slice, and gradients, loss and batch statistics are averaged over the axis,
+        which matches the single-device step up to the order of floating-point sums.
+        """
         state, x, y = self.train_batch(state, images, plan, patterns)
+        if self.data_axis is not None:
+            shards = jax.lax.axis_size(self.data_axis)
+            local = self.batch_size // shards
+            start = jax.lax.axis_index(self.data_axis) * local
+            x = jax.lax.dynamic_slice_in_dim(x, start, local)
+            y = jax.lax.dynamic_slice_in_dim(y, start, local)
 
         def loss_fn(params):
             logits, new_stats = self.apply(params, state.batch_stats, x, train=True)
             return cross_entropy(logits, y, self.label_smoothing), new_stats
 
         (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        if self.data_axis is not None:
+            loss, grads, new_stats = jax.lax.pmean((loss, grads, new_stats), self.data_axis)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(state.step + 1, params, new_stats, opt_state, state.rng, state.order), loss

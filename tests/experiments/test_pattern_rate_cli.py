@@ -40,7 +40,7 @@ def test_tiny_run_writes_results_and_figures_then_refuses_to_overwrite(tmp_path)
     result = run_cli(*TINY, "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "curves.png").stat().st_size > 10_000 and (out / "acquisition.png").stat().st_size > 5_000
-    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == ["40", "60", "80"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == ["20", "80"]
     results = json.loads((out / "results.json").read_text())
     assert {"config", "versions", "device", "command", "runs", "resumed_from_step"} <= set(results)
     assert results["resumed_from_step"] is None and "--frequencies" in results["command"]
@@ -53,6 +53,8 @@ def test_tiny_run_writes_results_and_figures_then_refuses_to_overwrite(tmp_path)
         assert run["patterns"][0]["realised_frequency"] == pytest.approx(144 / 1437)
     assert [r["patterns"][0]["realised_correlation"] for r in results["runs"]] == [0.0, 1.0]
     assert "final ASR" in result.stdout  # the summary table
+    assert "sweep: 2 runs, strategy loop, 2 runs together (1 chunk) on 1 cpu device" in result.stdout
+    assert results["sweep"]["strategy"] == "loop" and results["sweep"]["num_devices"] == 1
 
     before = (out / "results.json").read_bytes()
     again = run_cli(*TINY, "--out", str(out))

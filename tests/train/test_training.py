@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from anatomy_jax.experiment.pattern_rate import PatternRateConfig, make_trainer, prepare_run, train_and_evaluate
-from anatomy_jax.train import checkpoint_manager, restore_latest, schedule_shape, train_loop
+from anatomy_jax.train import checkpoint_manager, schedule_shape, train_loop
 from tests.conftest import TFDS_DIR
 
 MNIST = dict(dataset="mnist", data_dir=str(TFDS_DIR), train_size=10000, model="cnn", patch_size=3,
@@ -54,16 +54,14 @@ TINY = dict(frequencies=(0.1,), correlations=(1.0,), learning_rates=(0.05,), ste
             checkpoint_every=20, batch_size=64, width=0.5)
 
 
-def _final_params(out, steps):
-    manager = checkpoint_manager(out / "checkpoints")
-    config = PatternRateConfig(**TINY)
-    from anatomy_jax.experiment.pattern_rate import load_study_data
+def _final_params(out):
+    """(step, params) of the newest checkpoint, restored as saved (stacked runs of the last chunk)."""
+    import orbax.checkpoint as ocp
 
-    data = load_study_data(config)
-    trainer = make_trainer(config, data)
-    _, _, abstract = prepare_run(config, trainer, data, jnp.asarray(data.train.images), config.grid()[0])
-    step, state, _ = restore_latest(manager, abstract)
-    return step, state
+    manager = checkpoint_manager(out / "checkpoints")
+    step = manager.latest_step()
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return step, restored["state"]["params"]
 
 
 def test_rerun_with_same_seed_is_identical(tmp_path):
@@ -72,9 +70,9 @@ def test_rerun_with_same_seed_is_identical(tmp_path):
     b = train_and_evaluate(config, tmp_path / "b", progress=False)
     for key in ("clean_accuracy", "attack_success_rate", "reliance", "train_loss"):
         assert a["runs"][0][key] == b["runs"][0][key]
-    _, pa = _final_params(tmp_path / "a", 60)
-    _, pb = _final_params(tmp_path / "b", 60)
-    jax.tree.map(np.testing.assert_array_equal, pa.params, pb.params)
+    _, pa = _final_params(tmp_path / "a")
+    _, pb = _final_params(tmp_path / "b")
+    jax.tree.map(np.testing.assert_array_equal, pa, pb)
     c = train_and_evaluate(dataclasses.replace(config, seeds=(1,)), tmp_path / "c", progress=False)
     assert c["runs"][0]["train_loss"] != a["runs"][0]["train_loss"]
 
@@ -83,9 +81,10 @@ class _Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("stop_at", [30, 90])  # mid-run (between checkpoints), and inside the second run
-def test_interrupted_grid_resumes_to_identical_results(tmp_path, stop_at):
-    config = PatternRateConfig(**{**TINY, "correlations": (0.0, 1.0)})
+# Both runs in one chunk, stopped between checkpoints; one run per chunk, stopped inside the second.
+@pytest.mark.parametrize("stop_at,runs_per_device", [(30, 0), (90, 1)])
+def test_interrupted_grid_resumes_to_identical_results(tmp_path, stop_at, runs_per_device):
+    config = PatternRateConfig(**{**TINY, "correlations": (0.0, 1.0), "runs_per_device": runs_per_device})
     full = train_and_evaluate(config, tmp_path / "full", progress=False)
 
     seen = {"steps": 0}
@@ -105,8 +104,8 @@ def test_interrupted_grid_resumes_to_identical_results(tmp_path, stop_at):
     assert full["resumed_from_step"] is None
     strip = lambda runs: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in runs]
     assert strip(resumed["runs"]) == strip(full["runs"])
-    step_a, a = _final_params(tmp_path / "full", 120)
-    step_b, b = _final_params(tmp_path / "cut", 120)
+    step_a, a = _final_params(tmp_path / "full")
+    step_b, b = _final_params(tmp_path / "cut")
     assert step_a == step_b == 120
     jax.tree.map(np.testing.assert_array_equal, a, b)
 

@@ -1,0 +1,111 @@
+"""Sweeps: the strategy rule, equivalence with runs trained alone, divergence isolation, chunking."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from anatomy_jax.experiment.pattern_rate import (PatternRateConfig, load_study_data, make_trainer, prepare_run,
+                                                 train_and_evaluate)
+from anatomy_jax.train import (choose_strategy, make_sweep_mesh, pad_runs, per_run, place_states, stack_runs,
+                               stack_trees, to_host, train_loop, train_sweep)
+
+# Four runs: two pattern settings x a normal and a diverging learning rate.
+CONFIG = PatternRateConfig(frequencies=(0.1,), correlations=(0.0, 1.0), learning_rates=(0.05, 1e4), steps=30,
+                           eval_every=10, batch_size=64, width=0.5)
+EVAL_KEYS = ("steps", "clean_accuracy", "attack_success_rate", "reliance", "test_loss", "diverged",
+             "diverged_at_step")
+
+
+def test_strategy_rule_is_deterministic_and_documented():
+    assert choose_strategy("auto", "cpu", 1) == "loop"
+    assert choose_strategy("auto", "gpu", 1) == choose_strategy("auto", "tpu", 1) == "vmap"
+    assert choose_strategy("auto", "cpu", 8) == "vmap"
+    assert choose_strategy("loop", "gpu", 1) == "loop" and choose_strategy("vmap", "cpu", 1) == "vmap"
+    with pytest.raises(ValueError, match="loop strategy runs on one device"):
+        choose_strategy("loop", "cpu", 2)
+    with pytest.raises(ValueError, match="unknown sweep strategy"):
+        choose_strategy("pmap", "cpu", 1)
+
+
+@pytest.fixture(scope="module")
+def alone_and_swept():
+    """Each run of CONFIG trained alone with `train_loop`, and all of them as a sweep per strategy."""
+    data = load_study_data(CONFIG)
+    trainer = make_trainer(CONFIG, data)
+    images = jnp.asarray(data.train.images)
+    grid = CONFIG.grid()
+    alone = []
+    for run in grid:
+        run_data, _, state = prepare_run(CONFIG, trainer, data, images, run)
+        state, history = train_loop(trainer, state, run_data, steps=CONFIG.steps, eval_every=CONFIG.eval_every)
+        alone.append((jax.device_get(state.params), history))
+    mesh = make_sweep_mesh()
+    swept = {}
+    for strategy in ("loop", "vmap"):
+        prepared = [prepare_run(CONFIG, trainer, data, images, run) for run in grid]
+        states = place_states(stack_trees([p[2] for p in prepared]), strategy, mesh)
+        seen = []
+        states, histories = train_sweep(trainer, states, stack_runs([p[0] for p in prepared]), steps=CONFIG.steps,
+                                        eval_every=CONFIG.eval_every, strategy=strategy, mesh=mesh,
+                                        observers=[per_run([lambda s, st, m: seen.append((s, int(st.step)))] * 4)])
+        swept[strategy] = (to_host(states.params), histories, seen)
+    return alone, swept
+
+
+def test_loop_sweep_is_identical_to_runs_trained_alone(alone_and_swept):
+    alone, swept = alone_and_swept
+    params, histories, seen = swept["loop"]
+    for r, (alone_params, alone_history) in enumerate(alone):
+        jax.tree.map(lambda a, b, r=r: np.testing.assert_array_equal(a[r], b), params, alone_params)
+        assert histories[r] == alone_history
+    assert seen[:4] == [(10, 10)] * 4 and len(seen) == 4 * 3  # per_run: every run, every evaluation
+
+
+def test_vmap_sweep_matches_runs_trained_alone(alone_and_swept):
+    alone, swept = alone_and_swept
+    params, histories, _ = swept["vmap"]
+    one_image = 1 / 360 + 1e-6
+    for r, (alone_params, alone_history) in enumerate(alone):
+        assert histories[r]["diverged"] == alone_history["diverged"]
+        assert histories[r]["steps"] == alone_history["steps"]
+        for a, b in zip(histories[r]["clean_accuracy"], alone_history["clean_accuracy"]):
+            assert (a is None and b is None) or abs(a - b) <= one_image
+        if not alone_history["diverged"]:
+            def close(a, b, r=r):
+                assert np.max(np.abs(a[r] - b)) <= 1e-5 * np.max(np.abs(b)) + 1e-7
+            jax.tree.map(close, params, alone_params)
+
+
+def test_diverging_run_is_marked_and_leaves_the_others_alone(alone_and_swept):
+    alone, swept = alone_and_swept
+    for strategy in ("loop", "vmap"):
+        _, histories, _ = swept[strategy]
+        assert [h["diverged"] for h in histories] == [False, False, True, True]
+        for h in histories[2:]:
+            assert h["clean_accuracy"][-1] is None and h["diverged_at_step"] is not None
+        assert all(a is not None and a > 0.3 for h in histories[:2] for a in h["clean_accuracy"][-1:])
+    # the finite runs equal their solo runs (checked above), which trained without the diverging ones
+
+
+def test_pad_runs_repeats_the_last_run():
+    assert pad_runs([1, 2, 3], 4) == [1, 2, 3, 3] and pad_runs([1, 2], 2) == [1, 2]
+
+
+def test_results_do_not_depend_on_chunking(tmp_path):
+    config = dataclasses.replace(CONFIG, learning_rates=(0.05,), steps=20, checkpoint_every=0)
+    whole = train_and_evaluate(config, tmp_path / "whole", progress=False)
+    chunked = train_and_evaluate(dataclasses.replace(config, runs_per_device=1), tmp_path / "chunked",
+                                 progress=False)
+    assert whole["sweep"]["runs_per_chunk"] == 2 and chunked["sweep"]["runs_per_chunk"] == 1
+    assert whole["sweep"]["strategy"] == chunked["sweep"]["strategy"] == "loop"
+    assert chunked["sweep"]["num_chunks"] == 2 and whole["sweep"]["num_devices"] == 1
+    strip = lambda runs: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in runs]
+    assert strip(whole["runs"]) == strip(chunked["runs"])
+    vmapped = train_and_evaluate(dataclasses.replace(config, strategy="vmap", runs_per_device=1),
+                                 tmp_path / "vmapped", progress=False)
+    assert vmapped["sweep"]["strategy"] == "vmap"
+    for a, b in zip(vmapped["runs"], whole["runs"]):
+        assert np.allclose(a["clean_accuracy"], b["clean_accuracy"], atol=1 / 360 + 1e-6)
