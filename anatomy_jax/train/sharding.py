@@ -44,10 +44,13 @@ def runs_axis_size(mesh: Mesh) -> int:
 
 def put(tree: Any, mesh: Mesh, spec: P) -> Any:
     """Places a pytree of host or device arrays on `mesh` with `spec` (every process holds the
-    whole host value, so this works unchanged across processes)."""
+    whole host value, so this works unchanged across processes). Arrays already placed so are
+    returned as they are."""
     sharding = NamedSharding(mesh, spec)
 
     def place(x):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x  # already placed (e.g. restored from a checkpoint)
         host = np.asarray(jax.device_get(x)) if not isinstance(x, np.ndarray) else x
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 

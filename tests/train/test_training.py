@@ -81,10 +81,12 @@ class _Interrupt(Exception):
     pass
 
 
-# Both runs in one chunk, stopped between checkpoints; one run per chunk, stopped inside the second.
-@pytest.mark.parametrize("stop_at,runs_per_device", [(30, 0), (90, 1)])
-def test_interrupted_grid_resumes_to_identical_results(tmp_path, stop_at, runs_per_device):
-    config = PatternRateConfig(**{**TINY, "correlations": (0.0, 1.0), "runs_per_device": runs_per_device})
+# Both runs in one chunk (loop strategy), stopped between checkpoints; one run per chunk (vmap
+# strategy), stopped inside the second chunk. A resumed sweep keeps the strategy it started with.
+@pytest.mark.parametrize("stop_at,runs_per_device,strategy", [(30, 0, "loop"), (90, 1, "vmap")])
+def test_interrupted_grid_resumes_to_identical_results(tmp_path, stop_at, runs_per_device, strategy):
+    config = PatternRateConfig(**{**TINY, "correlations": (0.0, 1.0), "runs_per_device": runs_per_device,
+                                  "strategy": strategy})
     full = train_and_evaluate(config, tmp_path / "full", progress=False)
 
     seen = {"steps": 0}
@@ -99,8 +101,14 @@ def test_interrupted_grid_resumes_to_identical_results(tmp_path, stop_at, runs_p
     with pytest.raises(ValueError, match="cannot resume.*learning_rates"):
         train_and_evaluate(dataclasses.replace(config, resume=True, learning_rates=(0.1,)), tmp_path / "cut",
                            progress=False)
+    other = "vmap" if strategy == "loop" else "loop"
+    with pytest.raises(ValueError, match=f"cannot resume: the sweep ran with strategy '{strategy}'"):
+        train_and_evaluate(dataclasses.replace(config, resume=True, strategy=other), tmp_path / "cut",
+                           progress=False)
+    config = dataclasses.replace(config, strategy="auto")
     resumed = train_and_evaluate(dataclasses.replace(config, resume=True), tmp_path / "cut", progress=False)
     assert resumed["resumed_from_step"] == (20 if stop_at == 30 else 80)
+    assert resumed["sweep"]["strategy"] == strategy
     assert full["resumed_from_step"] is None
     strip = lambda runs: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in runs]
     assert strip(resumed["runs"]) == strip(full["runs"])

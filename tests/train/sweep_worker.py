@@ -1,0 +1,45 @@
+"""Runs a tiny sweep in a fresh process for the multi-device and multi-process tests.
+
+    python -m tests.train.sweep_worker devices OUT          # 8 forced host devices (set XLA_FLAGS first)
+    python -m tests.train.sweep_worker process OUT ID PORT  # one of 2 processes (jax.distributed)
+
+Prints one JSON line: {layout name: [per-run {clean_accuracy, train_loss, diverged}]}.
+"""
+
+import json
+import pathlib
+import sys
+
+import jax
+
+from anatomy_jax.experiment.pattern_rate import PatternRateConfig, train_and_evaluate
+
+# Six runs: padding is needed on 4 and 8 devices. Small enough to compile and train in seconds.
+CONFIG = PatternRateConfig(frequencies=(0.1,), correlations=(0.0, 1.0), learning_rates=(0.05, 0.1, 0.2), steps=12,
+                           eval_every=6, checkpoint_every=6, batch_size=32, width=0.25, train_size=512)
+
+
+def summary(results):
+    return [{k: r[k] for k in ("clean_accuracy", "attack_success_rate", "train_loss", "diverged")}
+            for r in results["runs"]] + [results["sweep"]]
+
+
+def main(argv):
+    mode, out = argv[0], pathlib.Path(argv[1])
+    if mode == "devices":
+        assert jax.device_count() == 8, jax.devices()
+        layouts = {"sharded": dict(), "single": dict(devices=1, strategy="vmap"), "data_parallel": dict(data_parallel=2)}
+        print(json.dumps({name: summary(train_and_evaluate(PatternRateConfig(**{**vars(CONFIG), **kw}),
+                                                           out / name, progress=False))
+                          for name, kw in layouts.items()}))
+        return
+    process_id, port = int(argv[2]), int(argv[3])
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=process_id,
+                               initialization_timeout=120)
+    results = train_and_evaluate(CONFIG, out, progress=False)
+    print(json.dumps({"two_processes": summary(results)}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
