@@ -14,17 +14,14 @@ without it only the JAX number is printed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import pathlib
 import time
 
 import jax
 
 from anatomy_jax.models import SmallCNN
 from anatomy_jax.probes import model_loss_fn, per_example_grads
-
-PEER = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "peers" / "torch_peer.py"
+from _peer import load_peer  # benchmarks/_peer.py (the script's directory is on sys.path)
 
 
 def jax_examples_per_s(batch: int, steps: int, chunk_size: int | None) -> float:
@@ -43,12 +40,8 @@ def jax_examples_per_s(batch: int, steps: int, chunk_size: int | None) -> float:
 
 
 def torch_examples_per_s(batch: int, steps: int) -> float | None:
-    if importlib.util.find_spec("torch") is None or not PEER.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("torch_peer", PEER)
-    peer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(peer)
-    return peer.per_example_grads(batch, steps)["examples_per_s"]
+    peer = load_peer()
+    return None if peer is None else peer.per_example_grads(batch, steps)["examples_per_s"]
 
 
 def main() -> None:

@@ -119,6 +119,20 @@ class RWCTracker:
             self.history.append((int(step), relative_weight_change(self._prev, params, self.mode, self.include)))
         self._prev = params
 
+    def records(self) -> list[list]:
+        """The history as JSON-ready [step, {layer: value}] pairs (inf and NaN as None)."""
+        return [[step, {k: (v if np.isfinite(v) else None) for k, v in values.items()}]
+                for step, values in self.history]
+
+    @classmethod
+    def restore(cls, mode: str, records: Sequence, prev_params: Any,
+                include: Callable[[str, np.ndarray], bool] | None = None) -> "RWCTracker":
+        """A tracker that continues from a checkpoint: its `records()` and the checkpointed params."""
+        tracker = cls(mode, initial_params=prev_params, include=include)
+        tracker.history = [(int(step), {k: (float("inf") if v is None else float(v)) for k, v in values.items()})
+                           for step, values in records]
+        return tracker
+
     def matrix(self, order: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
         """(layer names, layers x records matrix) of the recorded history."""
         if not self.history:

@@ -2,11 +2,14 @@
 as a function of the pattern's frequency, its correlation with the target label and the learning
 rate. `train_and_evaluate(config, workdir)` runs the whole grid, for notebooks and the CLI alike.
 
-Keys: each seed s gives the initialisation and the data order (`jax.random.key(s)`, split in
-two); the poison selection comes from `poison_seed` (default: s), so `--poison-seed` holds the
-poisoned set fixed across initialisations. One orbax CheckpointManager per output directory
-numbers checkpoints by global step (run index x steps + step), so `<out>/checkpoints/<step>/`
-covers the whole grid and `resume=True` continues mid-run with identical results.
+The grid trains as sweeps (`anatomy_jax.train.sweep`): chunks of `runs_per_chunk` runs advance
+together with the strategy the layout's rule picks (vmap or loop), the run axis sharded over
+every device. Keys: each seed s gives the initialisation and the data order
+(`jax.random.key(s)`, split in two); the poison selection comes from `poison_seed` (default: s),
+so `--poison-seed` holds the poisoned set fixed across initialisations. One orbax
+CheckpointManager per output directory numbers checkpoints by global step (index of the chunk's
+first run x steps + step), so `<out>/checkpoints/<step>/` covers the whole grid and `resume=True`
+continues mid-chunk with identical results and the same layout.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from anatomy_jax.poison import LOCATIONS, PATTERN_KINDS, PatternSpec, PoisonSpec
 from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
                                             prepare_output_dir, write_json)
 from anatomy_jax.train import (OPTIMIZERS, SCHEDULES, STRATEGIES, RunData, SweepObserver, Trainer, acquisition_step,
-                               auto_runs_per_device, checkpoint_manager, choose_strategy, is_primary_process,
+                               auto_runs_per_device, checkpoint_manager, choose_strategy, initialize_multihost,
+                               is_primary_process,
                                latest_meta, make_optimizer, make_sweep_mesh, pad_runs, place_states, restore_latest,
                                runs_axis_size, save, stack_runs, stack_trees, to_host, train_sweep)
 from anatomy_jax.train.sharding import DATA
@@ -87,6 +91,8 @@ class PatternRateConfig:
                                    "as many as fit in half the device memory)")
     devices: int = flag(0, "devices to use, the run axis sharded over them (0 = all)")
     data_parallel: int = flag(1, "devices that split each run's batch (for models too big for one device per run)")
+    multihost: bool = flag(False, "join a multi-process job first (jax.distributed.initialize: TPU pod slices, "
+                                  "several GPU hosts; see the README)")
     out: str | None = flag(None, "output directory (default: runs/pattern_rate/<timestamp>)")
     resume: bool = flag(False, "continue the run in --out from its latest checkpoint")
     overwrite: bool = flag(False, "replace the results in --out")
@@ -272,6 +278,8 @@ def train_and_evaluate(config: PatternRateConfig, workdir: str | pathlib.Path | 
     same config; process 0 writes results and figures.
     """
     config.validate()
+    if config.multihost:
+        initialize_multihost()
     out = pathlib.Path(workdir or config.out or default_out_dir("pattern_rate"))
     data = load_study_data(config)
     config.pattern_spec(data.image_shape).validate(data.image_shape)
@@ -362,7 +370,7 @@ def describe_layout(sweep: dict[str, Any], num_runs: int) -> str:
 
 # Settings that may change between a run and its resumption (the layout comes from the checkpoint).
 _NOT_COMPARED_ON_RESUME = ("out", "resume", "overwrite", "keep_checkpoints", "strategy", "runs_per_device",
-                           "devices", "data_parallel")
+                           "devices", "data_parallel", "multihost")
 
 
 def _resumable_settings(config: PatternRateConfig) -> dict[str, Any]:

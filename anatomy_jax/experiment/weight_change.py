@@ -1,29 +1,38 @@
 """Relative weight change per layer over training, and its clusters (seed 003).
 
-For each model and seed: train with constant-learning-rate SGD (momentum 0.9), record the RWC of
-every weight tensor once per epoch (layers in depth order), average over seeds, then clean and
-cluster the layers x epochs matrix (WeightScale). Optionally on poisoned data (`frequency` > 0)
-to compare clean and poisoned dynamics. `run_weight_change(config, workdir)` runs what
+For each model, its seeds train together as one sweep (`anatomy_jax.train.sweep`) with
+constant-learning-rate SGD (momentum 0.9); one RWC tracker per run records the RWC of every
+weight tensor once per epoch (layers in depth order), and orbax checkpoints under
+`checkpoints/<model>/<step>/` hold the states and RWC histories (`--resume` continues from them).
+RWC is averaged over seeds, then the layers x epochs matrix is cleaned and clustered
+(WeightScale). Optionally on poisoned data (`frequency` > 0) to compare clean and poisoned
+dynamics. `run_weight_change(config, workdir)` runs what
 `experiments/weight_change.py` runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from anatomy_jax.data import DATASET_NAMES, Dataset
 from anatomy_jax.dynamics import MODES, RWCTracker, cluster_layers, depth_order
-from anatomy_jax.experiment.outputs import RESULTS_FILE, default_out_dir, environment, prepare_output_dir, write_json
+from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
+                                            prepare_output_dir, write_json)
 from anatomy_jax.experiment.pattern_rate import (PatternRateConfig, flag, load_study_data, make_trainer,
                                                   prepare_run)
 from anatomy_jax.models import MODEL_NAMES
-from anatomy_jax.train import train_loop
+from anatomy_jax.train import (STRATEGIES, checkpoint_manager, choose_strategy, latest_meta, make_sweep_mesh,
+                               per_run, place_states, restore_latest, save, stack_runs, stack_trees, to_host,
+                               train_sweep)
 
 # The paper's constant learning rates and weight decays (Agrawal et al. 2020; SGD, momentum 0.9).
 # AlexNet's is not in the text available here: 0.01 / 5e-4 is an inferred choice.
@@ -54,7 +63,11 @@ class WeightChangeConfig:
     max_k: int = flag(10, "largest k tried by k-means")
     drop_first_last: bool = flag(False, "drop the first and last layer before clustering")
     outlier_std: float = flag(2.0, "replace values beyond this many standard deviations by the layer mean")
+    strategy: str = flag("auto", "how the seeds of a model train together: vmap, loop or auto (loop on CPU, "
+                                 "vmap on GPU/TPU)")
+    checkpoint_every: int = flag(5, "save an orbax checkpoint (state and RWC history) every this many epochs")
     out: str | None = flag(None, "output directory (default: runs/weight_change/<timestamp>)")
+    resume: bool = flag(False, "continue the study in --out from its checkpoints")
     overwrite: bool = flag(False, "replace the results in --out")
 
     def validate(self) -> None:
@@ -69,6 +82,12 @@ class WeightChangeConfig:
             raise ValueError("frequency and correlation must lie in [0, 1]")
         if self.max_k < 1 or self.outlier_std <= 0:
             raise ValueError("max_k must be >= 1 and outlier_std > 0")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1 epoch, got {self.checkpoint_every}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.resume and self.overwrite:
+            raise ValueError("choose one of --resume and --overwrite, not both")
 
     def training_config(self, model: str, steps: int, steps_per_epoch: int) -> PatternRateConfig:
         """The pattern-rate settings that train `model` for this study (one run, constant LR)."""
@@ -78,30 +97,82 @@ class WeightChangeConfig:
             frequencies=(self.frequency,), correlations=(self.correlation,),
             learning_rates=(self.learning_rate if self.learning_rate is not None else lr,),
             weight_decay=self.weight_decay if self.weight_decay is not None else wd, momentum=self.momentum,
-            augment=self.augment, steps=steps, batch_size=self.batch_size, eval_every=steps_per_epoch)
+            augment=self.augment, steps=steps, batch_size=self.batch_size, eval_every=steps_per_epoch,
+            seeds=self.seeds)
 
 
-def train_model_rwc(config: WeightChangeConfig, data: Dataset, model: str, seed: int) -> dict[str, Any]:
-    """Trains one model with one seed; returns its per-epoch RWC (layers in depth order) and accuracy."""
+def _settings(config: WeightChangeConfig) -> dict[str, Any]:
+    """What a resumed study must share with the one it continues (JSON-normalised)."""
+    settings = dataclasses.asdict(config)
+    for key in ("out", "resume", "overwrite", "strategy"):
+        settings.pop(key)
+    return json.loads(json.dumps(settings))
+
+
+def train_model_rwc(config: WeightChangeConfig, data: Dataset, model: str,
+                    manager: ocp.CheckpointManager | None = None, progress: bool = False) -> list[dict[str, Any]]:
+    """Trains one model with every seed as one sweep (one RWC tracker per run); returns one record
+    per seed: per-epoch RWC (layers in depth order), accuracy curve, learning rate.
+
+    With a checkpoint `manager`, the sweep and its RWC histories are saved every
+    `checkpoint_every` epochs and at the end, and training continues from the newest checkpoint.
+    """
     steps_per_epoch = len(data.train) // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"batch size {config.batch_size} exceeds the {len(data.train)} training images")
     train_config = config.training_config(model, config.epochs * steps_per_epoch, steps_per_epoch)
     trainer = make_trainer(train_config, data)
     images = jnp.asarray(data.train.images)
-    run = {**train_config.grid()[0], "seed": seed}
-    run_data, _, state = prepare_run(train_config, trainer, data, images, run)
-    tracker = RWCTracker(config.mode, initial_params=state.params)
-    _, history = train_loop(trainer, state, run_data, steps=train_config.steps, eval_every=steps_per_epoch,
-                            observers=[tracker])
-    layers, matrix = tracker.matrix()
-    order = depth_order(layers, trainer.model.layer_names)
-    matrix = matrix[[layers.index(name) for name in order]]
-    return {"model": model, "seed": seed, "learning_rate": run["learning_rate"],
+    grid = train_config.grid()
+    prepared = [prepare_run(train_config, trainer, data, images, run) for run in grid]
+    mesh = make_sweep_mesh(1)
+    strategy = choose_strategy(config.strategy, jax.default_backend(), 1)
+    states = place_states(stack_trees([p[2] for p in prepared]), strategy, mesh)
+    trackers = [RWCTracker(config.mode, initial_params=p[2].params) for p in prepared]
+    histories = None
+    saved = latest_meta(manager) if manager is not None else None
+    if saved is not None:
+        if saved[1]["settings"] != _settings(config):
+            raise ValueError(f"cannot resume {model}: the checkpoint was made with different settings; use the "
+                             "original flags, or --overwrite")
+        strategy = saved[1]["strategy"]
+        states = place_states(stack_trees([p[2] for p in prepared]), strategy, mesh)
+        _, states, meta = restore_latest(manager, states)
+        host = to_host(states.params)
+        trackers = [RWCTracker.restore(config.mode, records, jax.tree.map(lambda x, r=r: x[r], host))
+                    for r, records in enumerate(meta["rwc"])]
+        histories = meta["histories"]
+
+    def meta(histories):
+        return {"histories": histories, "rwc": [t.records() for t in trackers], "strategy": strategy,
+                "settings": _settings(config)}
+
+    def checkpoint(states, histories):
+        save(manager, int(to_host(states.step)[0]), states, meta(histories))
+
+    bar = tqdm(total=train_config.steps, initial=int(to_host(states.step)[0]), desc=f"weight_change {model}",
+               unit="step", disable=not progress)
+    states, histories = train_sweep(
+        trainer, states, stack_runs([p[0] for p in prepared]), steps=train_config.steps, eval_every=steps_per_epoch,
+        strategy=strategy, mesh=mesh, histories=histories, observers=[per_run(trackers)],
+        checkpoint_every=steps_per_epoch * config.checkpoint_every if manager is not None else 0,
+        on_checkpoint=checkpoint, on_progress=bar.update)
+    bar.close()
+    if manager is not None and manager.latest_step() != train_config.steps:
+        checkpoint(states, histories)
+    records = []
+    for run, tracker, history in zip(grid, trackers, histories):
+        layers, matrix = tracker.matrix()
+        order = depth_order(layers, trainer.model.layer_names)
+        matrix = matrix[[layers.index(name) for name in order]]
+        records.append({
+            "model": model, "seed": run["seed"], "learning_rate": run["learning_rate"],
             "weight_decay": train_config.weight_decay, "layers": order,
             "rwc": [[None if not np.isfinite(v) else float(v) for v in row] for row in matrix],
             "epochs": list(range(1, matrix.shape[1] + 1)), "clean_accuracy": history["clean_accuracy"],
-            "attack_success_rate": [a[0] for a in history["attack_success_rate"]], "diverged": history["diverged"]}
+            "attack_success_rate": [a[0] for a in history["attack_success_rate"]], "diverged": history["diverged"],
+            "strategy": strategy})
+    return records
 
 
 def _mean_over_seeds(records: list[dict]) -> np.ndarray:
@@ -117,15 +188,15 @@ def run_weight_change(config: WeightChangeConfig, workdir: str | pathlib.Path | 
     probe = config.training_config(config.models[0], 1, 1)
     probe.validate()
     data = load_study_data(probe)
-    out = prepare_output_dir(workdir or config.out or default_out_dir("weight_change"), resume=False,
+    out = prepare_output_dir(workdir or config.out or default_out_dir("weight_change"), resume=config.resume,
                              overwrite=config.overwrite)
     results = {"config": dataclasses.asdict(config), **environment(),
                "dataset": {"name": data.name, "train_images": len(data.train), "image_shape": list(data.image_shape)},
                "models": {}}
     for model in config.models:
-        records = []
-        for seed in tqdm(config.seeds, desc=f"weight_change {model}", disable=not progress):
-            records.append(train_model_rwc(config, data, model, seed))
+        manager = checkpoint_manager(out / CHECKPOINT_DIR / model, max_to_keep=2)
+        records = train_model_rwc(config, data, model, manager, progress)
+        manager.close()
         mean = _mean_over_seeds(records)
         layers = records[0]["layers"]
         clusters = cluster_layers(mean, layers, max_k=config.max_k, drop_first_last=config.drop_first_last,

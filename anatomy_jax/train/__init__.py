@@ -4,8 +4,8 @@ and checkpoints."""
 from anatomy_jax.train.checkpoint import checkpoint_manager, latest_meta, restore_latest, save
 from anatomy_jax.train.loop import Observer, RunData, acquisition_step, empty_history, train_loop
 from anatomy_jax.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, schedule_shape, with_learning_rate
-from anatomy_jax.train.sharding import (DATA, RUNS, is_primary_process, make_sweep_mesh, put, runs_axis_size,
-                                       to_host)
+from anatomy_jax.train.sharding import (DATA, RUNS, initialize_multihost, is_primary_process, make_sweep_mesh, put,
+                                       runs_axis_size, to_host)
 from anatomy_jax.train.sweep import (STRATEGIES, SweepData, SweepObserver, auto_runs_per_device, choose_strategy,
                                      pad_runs, per_run, place_states, stack_runs, stack_trees, train_sweep,
                                      unstack_tree)
@@ -13,7 +13,7 @@ from anatomy_jax.train.steps import EvalData, Trainer, TrainState, cross_entropy
 
 __all__ = [
     "DATA", "RUNS", "STRATEGIES", "SweepData", "SweepObserver", "auto_runs_per_device", "choose_strategy",
-    "is_primary_process", "make_sweep_mesh", "pad_runs", "per_run", "place_states", "put", "runs_axis_size",
+    "initialize_multihost", "is_primary_process", "make_sweep_mesh", "pad_runs", "per_run", "place_states", "put", "runs_axis_size",
     "stack_runs", "stack_trees", "to_host", "train_sweep", "unstack_tree",
     "OPTIMIZERS", "SCHEDULES", "EvalData", "Observer", "RunData", "TrainState", "Trainer", "acquisition_step",
     "checkpoint_manager", "cross_entropy", "empty_history", "latest_meta", "make_optimizer", "restore_latest",

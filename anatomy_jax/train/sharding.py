@@ -9,6 +9,7 @@ built from host copies that every process holds, and read back with an all-gathe
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -62,6 +63,23 @@ def to_host(tree: Any) -> Any:
     if jax.process_count() == 1:
         return jax.device_get(tree)
     return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def initialize_multihost() -> None:
+    """Joins a multi-process job (TPU pod slice, several GPU hosts, or local CPU processes).
+
+    Call before any other JAX work. On Cloud TPU and SLURM/MPI clusters `jax.distributed` finds the
+    coordinator itself; elsewhere set JAX_COORDINATOR_ADDRESS (host:port of process 0),
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID. CPU collectives across processes use gloo.
+    """
+    if jax.distributed.is_initialized():
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {}
+    if "JAX_NUM_PROCESSES" in os.environ:
+        kwargs = {"num_processes": int(os.environ["JAX_NUM_PROCESSES"]),
+                  "process_id": int(os.environ["JAX_PROCESS_ID"])}
+    jax.distributed.initialize(**kwargs)
 
 
 def is_primary_process() -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import weakref
 from typing import Any, Callable, NamedTuple, Sequence
 
 import chex
@@ -72,21 +73,25 @@ class SweepData(NamedTuple):
     def num_runs(self) -> int:
         return int(self.plans.labels.shape[0])
 
-    def run(self, index: int) -> RunData:
-        """The data of one run, as `train_loop` takes it."""
-        return RunData(self.images, jax.tree.map(lambda x: x[index], self.plans), self.patterns,
-                       self.eval_data._replace(offsets=self.eval_data.offsets[index]), self.targets)
+    def runs(self) -> list[RunData]:
+        """The data of each run, as `train_loop` takes it."""
+        per_run = unstack_tree((self.plans, self.eval_data.offsets))
+        return [RunData(self.images, plan, self.patterns, self.eval_data._replace(offsets=offsets), self.targets)
+                for plan, offsets in per_run]
 
 
 def stack_trees(trees: Sequence[Any]) -> Any:
-    """Stacks pytrees of the same structure along a new leading axis."""
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+    """Stacks pytrees of the same structure along a new leading axis (on the host, then one
+    transfer: eager `jnp.stack` would compile a program per leaf shape and run count)."""
+    host = jax.device_get(list(trees))
+    return jax.device_put(jax.tree.map(lambda *xs: np.stack(xs), *host))
 
 
 def unstack_tree(tree: Any) -> list[Any]:
-    """The inverse of `stack_trees`."""
-    n = jax.tree.leaves(tree)[0].shape[0]
-    return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]
+    """The inverse of `stack_trees`: one device pytree per index of the leading axis."""
+    host = jax.device_get(tree)
+    n = jax.tree.leaves(host)[0].shape[0]
+    return [jax.device_put(jax.tree.map(lambda x, i=i: x[i], host)) for i in range(n)]
 
 
 def stack_runs(runs: Sequence[RunData]) -> SweepData:
@@ -98,9 +103,8 @@ def stack_runs(runs: Sequence[RunData]) -> SweepData:
         chex.assert_equal_shape([first.images, r.images])
         if not np.array_equal(np.asarray(first.targets), np.asarray(r.targets)):
             raise ValueError("runs of one sweep must share their pattern targets")
-    return SweepData(first.images, stack_trees([r.plan for r in runs]), first.patterns,
-                     first.eval_data._replace(offsets=jnp.stack([r.eval_data.offsets for r in runs])),
-                     first.targets)
+    plans, offsets = stack_trees([(r.plan, r.eval_data.offsets) for r in runs])
+    return SweepData(first.images, plans, first.patterns, first.eval_data._replace(offsets=offsets), first.targets)
 
 
 def pad_runs(items: Sequence[Any], multiple: int) -> list[Any]:
@@ -151,6 +155,17 @@ def _runs_finite(losses: jax.Array, params: Any) -> jax.Array:
     return ok
 
 
+_DATA_PARALLEL: "weakref.WeakKeyDictionary[Trainer, Trainer]" = weakref.WeakKeyDictionary()
+
+
+def _data_parallel(trainer: Trainer) -> Trainer:
+    """`trainer` splitting batches over the mesh's data axis; one object per trainer, so the
+    compiled programs (cached per Trainer object) are reused by every chunk of a sweep."""
+    if trainer not in _DATA_PARALLEL:
+        _DATA_PARALLEL[trainer] = dataclasses.replace(trainer, data_axis=DATA)
+    return _DATA_PARALLEL[trainer]
+
+
 class _VmapEngine:
     def __init__(self, trainer: Trainer, states: TrainState, data: SweepData, mesh: Mesh):
         if data.num_runs % runs_axis_size(mesh):
@@ -159,7 +174,7 @@ class _VmapEngine:
         data_shards = mesh.shape[DATA]
         if trainer.batch_size % data_shards:
             raise ValueError(f"batch size {trainer.batch_size} does not split over {data_shards} data-parallel devices")
-        self.trainer = dataclasses.replace(trainer, data_axis=DATA) if data_shards > 1 else trainer
+        self.trainer = _data_parallel(trainer) if data_shards > 1 else trainer
         self.mesh = mesh
         self.states = place_states(states, "vmap", mesh)
         self.plans, self.offsets = put((data.plans, data.eval_data.offsets), mesh, P(RUNS))
@@ -198,21 +213,26 @@ class _LoopEngine:
     def __init__(self, trainer: Trainer, states: TrainState, data: SweepData):
         self.trainer = trainer
         self.states = unstack_tree(states)
-        self.runs = [data.run(r) for r in range(data.num_runs)]
+        self.runs = data.runs()
 
     def advance(self, num_steps: int, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        losses = [jnp.full((num_steps,), jnp.nan)] * len(self.states)
-        finite = [jnp.zeros([], bool)] * len(self.states)
+        outputs = {}
         for r in np.flatnonzero(active):
             run = self.runs[r]
-            self.states[r], losses[r], finite[r] = self.trainer.train_steps(
+            self.states[r], losses, finite = self.trainer.train_steps(
                 self.states[r], run.images, run.plan, run.patterns, num_steps)
-        return to_host((jnp.stack(losses), jnp.stack(finite)))
+            outputs[r] = (losses, finite)
+        outputs = jax.device_get(outputs)  # one wait for every run; stacking on the host compiles nothing
+        losses = np.full((len(self.states), num_steps), np.nan, np.float32)
+        finite = np.zeros(len(self.states), bool)
+        for r, (run_losses, run_finite) in outputs.items():
+            losses[r], finite[r] = run_losses, run_finite
+        return losses, finite
 
     def evaluate(self) -> dict[str, np.ndarray]:
-        metrics = [self.trainer.evaluate(s.params, s.batch_stats, run.eval_data, run.patterns, run.targets)
-                   for s, run in zip(self.states, self.runs)]
-        return to_host(stack_trees(metrics))
+        metrics = jax.device_get([self.trainer.evaluate(s.params, s.batch_stats, run.eval_data, run.patterns,
+                                                        run.targets) for s, run in zip(self.states, self.runs)])
+        return {k: np.stack([m[k] for m in metrics]) for k in metrics[0]}
 
     def stacked_state(self) -> TrainState:
         return stack_trees(self.states)

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import jax
@@ -85,16 +86,64 @@ def test_tracker_does_not_change_training():
     assert matrix.shape == (len(names), 4) and (matrix > 0).all()
 
 
+def test_rwc_inside_a_vmapped_sweep_matches_runs_tracked_alone():
+    from anatomy_jax.experiment.pattern_rate import PatternRateConfig, load_study_data, make_trainer, prepare_run
+    from anatomy_jax.train import (make_sweep_mesh, per_run, place_states, stack_runs, stack_trees, train_loop,
+                                   train_sweep)
+
+    config = PatternRateConfig(frequencies=(0.0,), correlations=(1.0,), learning_rates=(0.05,), seeds=(0, 1),
+                               steps=20, batch_size=64)
+    data = load_study_data(config)
+    trainer = make_trainer(config, data)
+    images = jnp.asarray(data.train.images)
+    alone = []
+    for run in config.grid():
+        run_data, _, state = prepare_run(config, trainer, data, images, run)
+        tracker = RWCTracker(initial_params=state.params)
+        train_loop(trainer, state, run_data, steps=20, eval_every=10, observers=[tracker])
+        alone.append(tracker.matrix()[1])
+    prepared = [prepare_run(config, trainer, data, images, run) for run in config.grid()]
+    trackers = [RWCTracker(initial_params=p[2].params) for p in prepared]
+    mesh = make_sweep_mesh(1)
+    train_sweep(trainer, place_states(stack_trees([p[2] for p in prepared]), "vmap", mesh),
+                stack_runs([p[0] for p in prepared]), steps=20, eval_every=10, strategy="vmap", mesh=mesh,
+                observers=[per_run(trackers)])
+    swept = [t.matrix()[1] for t in trackers]
+    assert [s for s, _ in trackers[1].history] == [10, 20]
+    np.testing.assert_allclose(swept[0], alone[0], rtol=1e-4)
+    np.testing.assert_allclose(swept[1], alone[1], rtol=1e-4)
+    assert np.abs(swept[0] - swept[1]).max() > 1e-3  # one history per run: the seeds differ
+
+
+def test_weight_change_study_resumes_rwc_history_from_its_checkpoints(tmp_path):
+    import shutil
+
+    from anatomy_jax.experiment.weight_change import WeightChangeConfig, run_weight_change
+
+    config = WeightChangeConfig(models=("cnn",), epochs=3, seeds=(0,), checkpoint_every=1, max_k=3)
+    full = run_weight_change(config, tmp_path, progress=False)
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints" / "cnn").iterdir() if p.name.isdigit())
+    assert steps == [22, 33]  # 11 steps per epoch; the newest two are kept
+    # as if killed after epoch 2's checkpoint: no results, no final checkpoint
+    shutil.rmtree(tmp_path / "checkpoints" / "cnn" / "33")
+    (tmp_path / "results.json").unlink()
+    for png in tmp_path.glob("*.png"):
+        png.unlink()
+    resumed = run_weight_change(dataclasses.replace(config, resume=True), tmp_path, progress=False)
+    assert resumed["models"]["cnn"]["runs"][0]["rwc"] == full["models"]["cnn"]["runs"][0]["rwc"]
+    assert resumed["models"]["cnn"]["mean_rwc"] == full["models"]["cnn"]["mean_rwc"]
+    with pytest.raises(ValueError, match="different settings"):
+        run_weight_change(dataclasses.replace(config, resume=True, epochs=4), tmp_path, progress=False)
+
+
 @pytest.mark.slow
 def test_rwc_on_mnist_is_finite_positive_and_largest_first(mnist):
-    import dataclasses
-
     from anatomy_jax.data import subset
     from anatomy_jax.experiment.weight_change import WeightChangeConfig, train_model_rwc
 
     config = WeightChangeConfig(dataset="mnist", models=("cnn",), epochs=4, seeds=(0,), batch_size=128)
     data = dataclasses.replace(mnist, train=subset(mnist.train, 4096))
-    record = train_model_rwc(config, data, "cnn", seed=0)
+    record, = train_model_rwc(config, data, "cnn")
     matrix = np.asarray(record["rwc"], dtype=float)
     assert matrix.shape == (len(record["layers"]), 4)
     assert np.isfinite(matrix).all() and (matrix > 0).all()

@@ -6,7 +6,9 @@
 Prints one JSON line: {layout name: [per-run {clean_accuracy, train_loss, diverged}]}.
 """
 
+import dataclasses
 import json
+import os
 import pathlib
 import sys
 
@@ -33,11 +35,9 @@ def main(argv):
                                                            out / name, progress=False))
                           for name, kw in layouts.items()}))
         return
-    process_id, port = int(argv[2]), int(argv[3])
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=process_id,
-                               initialization_timeout=120)
-    results = train_and_evaluate(CONFIG, out, progress=False)
+    # the --multihost path, configured through the environment as the README describes
+    os.environ.update(JAX_COORDINATOR_ADDRESS=f"localhost:{argv[3]}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=argv[2])
+    results = train_and_evaluate(dataclasses.replace(CONFIG, multihost=True), out, progress=False)
     print(json.dumps({"two_processes": summary(results)}))
 
 
