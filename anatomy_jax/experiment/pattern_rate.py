@@ -36,9 +36,9 @@ from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, defaul
                                             prepare_output_dir, write_json)
 from anatomy_jax.train import (OPTIMIZERS, SCHEDULES, STRATEGIES, RunData, SweepObserver, Trainer, acquisition_step,
                                auto_runs_per_device, checkpoint_manager, choose_strategy, initialize_multihost,
-                               is_primary_process,
-                               latest_meta, make_optimizer, make_sweep_mesh, pad_runs, place_states, restore_latest,
-                               runs_axis_size, save, stack_runs, stack_trees, to_host, train_sweep)
+                               is_primary_process, latest_meta, make_optimizer, make_sweep_mesh, pad_runs,
+                               place_states, restore_latest, runs_axis_size, save, stack_runs, stack_trees, to_host,
+                               train_sweep)
 from anatomy_jax.train.sharding import DATA
 
 
@@ -82,7 +82,7 @@ class PatternRateConfig:
     batch_size: int = flag(128, "batch size")
     eval_every: int | None = flag(None, "evaluate on the test set every this many steps (auto: steps / 16, "
                                         "i.e. 16 points per curve)")
-    checkpoint_every: int = flag(100, "save an orbax checkpoint every this many steps (and at each run's end)")
+    checkpoint_every: int = flag(100, "save an orbax checkpoint every this many steps (and at each chunk's end)")
     keep_checkpoints: int = flag(3, "how many checkpoints to keep")
     acquisition_threshold: float = flag(0.5, "ASR that counts as acquired")
     strategy: str = flag("auto", "how the runs train together: vmap (stacked runs, one program), loop (each run's "
