@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anatomy_jax.adversarial import fgsm, make_attack, pgd, transfer_matrix
+from anatomy_jax.adversarial import fgsm, pgd, transfer_matrix
 
 
 def linear_apply(params, x):
