@@ -126,22 +126,22 @@ def train_model_rwc(config: WeightChangeConfig, data: Dataset, model: str,
     grid = train_config.grid()
     prepared = [prepare_run(train_config, trainer, data, images, run) for run in grid]
     mesh = make_sweep_mesh(1)
-    strategy = choose_strategy(config.strategy, jax.default_backend(), 1)
+    saved = latest_meta(manager) if manager is not None else None
+    if saved is not None and saved[1]["settings"] != _settings(config):
+        raise ValueError(f"cannot resume {model}: the checkpoint was made with different settings; use the "
+                         "original flags, or --overwrite")
+    # a resumed study keeps the strategy it started with
+    strategy = saved[1]["strategy"] if saved is not None else choose_strategy(config.strategy,
+                                                                              jax.default_backend(), 1)
     states = place_states(stack_trees([p[2] for p in prepared]), strategy, mesh)
     trackers = [RWCTracker(config.mode, initial_params=p[2].params) for p in prepared]
     histories = None
-    saved = latest_meta(manager) if manager is not None else None
     if saved is not None:
-        if saved[1]["settings"] != _settings(config):
-            raise ValueError(f"cannot resume {model}: the checkpoint was made with different settings; use the "
-                             "original flags, or --overwrite")
-        strategy = saved[1]["strategy"]
-        states = place_states(stack_trees([p[2] for p in prepared]), strategy, mesh)
-        _, states, meta = restore_latest(manager, states)
+        _, states, restored = restore_latest(manager, states)
         host = to_host(states.params)
         trackers = [RWCTracker.restore(config.mode, records, jax.tree.map(lambda x, r=r: x[r], host))
-                    for r, records in enumerate(meta["rwc"])]
-        histories = meta["histories"]
+                    for r, records in enumerate(restored["rwc"])]
+        histories = restored["histories"]
 
     def meta(histories):
         return {"histories": histories, "rwc": [t.records() for t in trackers], "strategy": strategy,

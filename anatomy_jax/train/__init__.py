@@ -2,13 +2,13 @@
 and checkpoints."""
 
 from anatomy_jax.train.checkpoint import checkpoint_manager, latest_meta, restore_latest, save
-from anatomy_jax.train.loop import Observer, RunData, acquisition_step, empty_history, train_loop
+from anatomy_jax.train.loop import Observer, RunData, acquisition_step, empty_history
 from anatomy_jax.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, schedule_shape, with_learning_rate
 from anatomy_jax.train.sharding import (DATA, RUNS, initialize_multihost, is_primary_process, make_sweep_mesh, put,
                                        runs_axis_size, to_host)
 from anatomy_jax.train.sweep import (STRATEGIES, SweepData, SweepObserver, auto_runs_per_device, choose_strategy,
-                                     pad_runs, per_run, place_states, stack_runs, stack_trees, train_sweep,
-                                     unstack_tree)
+                                     pad_runs, per_run, place_states, stack_runs, stack_trees, train_loop,
+                                     train_sweep, unstack_tree)
 from anatomy_jax.train.steps import EvalData, Trainer, TrainState, cross_entropy, target_margin, to_float
 
 __all__ = [

@@ -1,9 +1,9 @@
-"""The training loop of one run: fused chunks of steps, evaluation, observers, checkpoints.
+"""What a run's training loop works with: its device data, its metric history, observers.
 
-The loop dispatches one compiled scan per chunk (a chunk ends at every evaluation and checkpoint
-step), so Python never runs per step. At each evaluation step it records the metrics into a
-history dict and calls the observers. A run whose loss or parameters stop being finite is stopped
-and marked diverged: its remaining evaluation steps get `None` values.
+The loop itself is `train_sweep` (anatomy_jax.train.sweep), which trains one run or many; its
+chunks end at every evaluation and checkpoint step. At each evaluation step the metrics go into
+the history dict and the observers are called. A run whose loss or parameters stop being finite
+is stopped and marked diverged: its remaining evaluation steps get `None` values.
 """
 
 from __future__ import annotations
@@ -12,15 +12,13 @@ import math
 from typing import Callable, NamedTuple, Sequence
 
 import jax
-import numpy as np
 
 from anatomy_jax.poison.patterns import Patterns
 from anatomy_jax.poison.poisoning import PoisonPlan
-from anatomy_jax.train.steps import EvalData, Trainer, TrainState
+from anatomy_jax.train.steps import EvalData, TrainState
 
-# Called at every evaluation step as observer(step, state, metrics). Observers read the state;
-# they cannot change training (states are immutable). The next chunk donates the state's buffers,
-# so an observer that keeps arrays must copy them (e.g. `jax.device_get`).
+# Called at every evaluation step as observer(step, state, metrics), with host (numpy) copies of
+# the run's state and metrics. Observers read them; they cannot change training.
 Observer = Callable[[int, TrainState, dict], None]
 
 
@@ -60,58 +58,6 @@ def _record(history: dict, step: int, train_loss: float | None, metrics: dict | 
     history["clean_accuracy"].append(float(metrics["clean_accuracy"]))
     history["attack_success_rate"].append([float(v) for v in metrics["attack_success_rate"]])
     history["reliance"].append([float(v) for v in metrics["reliance"]])
-
-
-def train_loop(
-    trainer: Trainer,
-    state: TrainState,
-    data: RunData,
-    *,
-    steps: int,
-    eval_every: int,
-    history: dict | None = None,
-    observers: Sequence[Observer] = (),
-    checkpoint_every: int = 0,
-    on_checkpoint: Callable[[TrainState, dict], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
-) -> tuple[TrainState, dict]:
-    """Trains from `state.step` to `steps`; returns the final state and the metric history.
-
-    `on_checkpoint(state, history)` is called every `checkpoint_every` steps (and not at the end:
-    the caller decides what a finished run saves). `on_progress(n)` reports n more steps done.
-    """
-    if eval_every <= 0:
-        raise ValueError(f"eval_every must be > 0, got {eval_every}")
-    history = empty_history() if history is None else history
-    num_patterns = int(data.targets.shape[0])
-    start = int(state.step)
-    eval_steps = [s for s in _chunk_ends(0, steps, [eval_every]) if s > start]
-    losses_since_eval: list[np.ndarray] = []
-    for end in _chunk_ends(start, steps, [eval_every, checkpoint_every]):
-        if history["diverged"]:
-            break
-        done = int(state.step)
-        state, losses, finite = trainer.train_steps(state, data.images, data.plan, data.patterns, end - done)
-        losses_since_eval.append(np.asarray(losses))
-        if on_progress is not None:
-            on_progress(end - done)
-        if not bool(finite):
-            history["diverged"] = True
-            history["diverged_at_step"] = end
-            for s in (s for s in eval_steps if s >= end):
-                _record(history, s, None, None, num_patterns)
-            break
-        if end in eval_steps:
-            metrics = trainer.evaluate(state.params, state.batch_stats, data.eval_data, data.patterns, data.targets)
-            metrics = jax.device_get(metrics)
-            train_loss = float(np.concatenate(losses_since_eval).mean())
-            losses_since_eval = []
-            _record(history, end, train_loss, metrics, num_patterns)
-            for observe in observers:
-                observe(end, state, metrics)
-        if checkpoint_every and end % checkpoint_every == 0 and end < steps and on_checkpoint is not None:
-            on_checkpoint(state, history)
-    return state, history
 
 
 def acquisition_step(asr: Sequence[float | None], steps: Sequence[int], threshold: float = 0.5) -> int | None:

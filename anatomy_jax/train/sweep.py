@@ -36,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from anatomy_jax.poison.patterns import Patterns
 from anatomy_jax.poison.poisoning import PoisonPlan
-from anatomy_jax.train.loop import RunData, _chunk_ends, _record, empty_history
+from anatomy_jax.train.loop import Observer, RunData, _chunk_ends, _record, empty_history
 from anatomy_jax.train.sharding import DATA, RUNS, put, runs_axis_size, to_host
 from anatomy_jax.train.steps import EvalData, Trainer, TrainState
 
@@ -321,6 +321,34 @@ def train_sweep(
         if checkpoint_every and end % checkpoint_every == 0 and end < steps and on_checkpoint is not None:
             on_checkpoint(engine.stacked_state(), histories)
     return engine.stacked_state(), histories
+
+
+def train_loop(
+    trainer: Trainer,
+    state: TrainState,
+    data: RunData,
+    *,
+    steps: int,
+    eval_every: int,
+    history: dict | None = None,
+    observers: Sequence[Observer] = (),
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[TrainState, dict], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[TrainState, dict]:
+    """Trains one run from `state.step` to `steps`; returns the final state and its metric history.
+
+    A one-run sweep with the loop strategy (the run's own jitted steps). `on_checkpoint(state,
+    history)` is called every `checkpoint_every` steps (and not at the end: the caller decides what
+    a finished run saves). `on_progress(n)` reports n more steps done.
+    """
+    checkpoint = None if on_checkpoint is None else (
+        lambda states, histories: on_checkpoint(unstack_tree(states)[0], histories[0]))
+    states, histories = train_sweep(
+        trainer, stack_trees([state]), stack_runs([data]), steps=steps, eval_every=eval_every, strategy="loop",
+        histories=None if history is None else [history], observers=[per_run(observers)] if observers else (),
+        checkpoint_every=checkpoint_every, on_checkpoint=checkpoint, on_progress=on_progress)
+    return unstack_tree(states)[0], histories[0]
 
 
 def _memory_budget_bytes() -> int:

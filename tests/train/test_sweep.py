@@ -37,11 +37,17 @@ def alone_and_swept():
     trainer = make_trainer(CONFIG, data)
     images = jnp.asarray(data.train.images)
     grid = CONFIG.grid()
-    alone = []
+    alone, raw = [], []
     for run in grid:
         run_data, _, state = prepare_run(CONFIG, trainer, data, images, run)
         state, history = train_loop(trainer, state, run_data, steps=CONFIG.steps, eval_every=CONFIG.eval_every)
         alone.append((jax.device_get(state.params), history))
+        # independently of the sweep machinery: the trainer's own steps, in the same chunks
+        run_data, _, state = prepare_run(CONFIG, trainer, data, images, run)
+        for _ in range(CONFIG.steps // CONFIG.eval_every):
+            state, _, _ = trainer.train_steps(state, run_data.images, run_data.plan, run_data.patterns,
+                                              CONFIG.eval_every)
+        raw.append(jax.device_get(state.params))
     mesh = make_sweep_mesh()
     swept = {}
     for strategy in ("loop", "vmap"):
@@ -52,20 +58,22 @@ def alone_and_swept():
                                         eval_every=CONFIG.eval_every, strategy=strategy, mesh=mesh,
                                         observers=[per_run([lambda s, st, m: seen.append((s, int(st.step)))] * 4)])
         swept[strategy] = (to_host(states.params), histories, seen)
-    return alone, swept
+    return alone, swept, raw
 
 
 def test_loop_sweep_is_identical_to_runs_trained_alone(alone_and_swept):
-    alone, swept = alone_and_swept
+    alone, swept, raw = alone_and_swept
     params, histories, seen = swept["loop"]
     for r, (alone_params, alone_history) in enumerate(alone):
         jax.tree.map(lambda a, b, r=r: np.testing.assert_array_equal(a[r], b), params, alone_params)
         assert histories[r] == alone_history
+        if not alone_history["diverged"]:  # a diverged run stops early in the sweep
+            jax.tree.map(lambda a, b, r=r: np.testing.assert_array_equal(a[r], b), params, raw[r])
     assert seen[:4] == [(10, 10)] * 4 and len(seen) == 4 * 3  # per_run: every run, every evaluation
 
 
 def test_vmap_sweep_matches_runs_trained_alone(alone_and_swept):
-    alone, swept = alone_and_swept
+    alone, swept, _ = alone_and_swept
     params, histories, _ = swept["vmap"]
     one_image = 1 / 360 + 1e-6
     for r, (alone_params, alone_history) in enumerate(alone):
@@ -80,7 +88,7 @@ def test_vmap_sweep_matches_runs_trained_alone(alone_and_swept):
 
 
 def test_diverging_run_is_marked_and_leaves_the_others_alone(alone_and_swept):
-    alone, swept = alone_and_swept
+    alone, swept, _ = alone_and_swept
     for strategy in ("loop", "vmap"):
         _, histories, _ = swept[strategy]
         assert [h["diverged"] for h in histories] == [False, False, True, True]
