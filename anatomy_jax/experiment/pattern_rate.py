@@ -34,7 +34,8 @@ from anatomy_jax.models import MODEL_NAMES, create_model
 from anatomy_jax.poison import LOCATIONS, PATTERN_KINDS, PatternSpec, PoisonSpec, make_patterns, plan_poison
 from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
                                             prepare_output_dir, write_json)
-from anatomy_jax.train import (OPTIMIZERS, SCHEDULES, STRATEGIES, RunData, SweepObserver, Trainer, acquisition_step,
+from anatomy_jax.adversarial import NORMS
+from anatomy_jax.train import (OPTIMIZERS, SCHEDULES, STRATEGIES, AdversarialTraining, RunData, SweepObserver, Trainer, acquisition_step,
                                auto_runs_per_device, checkpoint_manager, choose_strategy, initialize_multihost,
                                is_primary_process, latest_meta, make_optimizer, make_sweep_mesh, pad_runs,
                                place_states, restore_latest, runs_axis_size, save, stack_runs, stack_trees, to_host,
@@ -75,6 +76,11 @@ class PatternRateConfig:
     warmup_steps: int = flag(0, "linear warm-up steps before the schedule")
     weight_decay: float = flag(5e-4, "weight decay (L2 for SGD, decoupled for Adam)")
     label_smoothing: float = flag(0.0, "label smoothing of the cross entropy")
+    adversarial_eps: float = flag(0.0, "PGD adversarial training: radius of the attack on each training batch "
+                                       "(pixels in [0, 1]; e.g. 8/255 = 0.031 on CIFAR-10, 0.3 on MNIST; "
+                                       "0 = standard training)")
+    adversarial_steps: int = flag(7, "PGD steps of adversarial training (step size 2.5 eps / steps)")
+    adversarial_norm: str = flag("linf", f"norm of adversarial training's ball: {', '.join(NORMS)}")
     augment: bool = flag(True, "random crop (pad 4 on images >= 32 px) and flip where the dataset allows it")
     seeds: tuple[int, ...] = flag((0,), "seeds: initialisation and data order")
     poison_seed: int | None = flag(None, "seed of the poison selection (default: each run's seed)")
@@ -126,8 +132,19 @@ class PatternRateConfig:
             raise ValueError(f"width must be > 0, got {self.width}")
         if self.resume and self.overwrite:
             raise ValueError("choose one of --resume and --overwrite, not both")
+        if self.adversarial_eps < 0:
+            raise ValueError(f"adversarial_eps must be >= 0, got {self.adversarial_eps}")
+        if self.adversarial is not None:
+            self.adversarial.validate()
         make_optimizer(self.optimizer, total_steps=self.steps, schedule=self.schedule, warmup_steps=self.warmup_steps,
                        momentum=self.momentum, weight_decay=self.weight_decay)
+
+    @property
+    def adversarial(self) -> AdversarialTraining | None:
+        """The adversarial-training setting, None for standard training."""
+        if not self.adversarial_eps:
+            return None
+        return AdversarialTraining(self.adversarial_eps, self.adversarial_steps, norm=self.adversarial_norm)
 
     @property
     def eval_interval(self) -> int:
@@ -166,7 +183,8 @@ def make_trainer(config: PatternRateConfig, data: Dataset) -> Trainer:
                         weight_decay=config.weight_decay)
     big = min(data.image_shape[:2]) >= 32
     return Trainer(model, tx, batch_size=config.batch_size, crop_padding=4 if (config.augment and big) else 0,
-                   flip=config.augment and data.flip_ok, label_smoothing=config.label_smoothing)
+                   flip=config.augment and data.flip_ok, label_smoothing=config.label_smoothing,
+                   adversarial=config.adversarial)
 
 
 def run_keys(config: PatternRateConfig, seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:

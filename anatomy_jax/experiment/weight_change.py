@@ -17,22 +17,17 @@ import json
 import pathlib
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from tqdm.auto import tqdm
 
 from anatomy_jax.data import DATASET_NAMES, Dataset
 from anatomy_jax.dynamics import MODES, RWCTracker, cluster_layers, depth_order
 from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
                                             prepare_output_dir, write_json)
-from anatomy_jax.experiment.pattern_rate import (PatternRateConfig, flag, load_study_data, make_trainer,
-                                                  prepare_run)
+from anatomy_jax.experiment.pattern_rate import PatternRateConfig, flag, load_study_data
+from anatomy_jax.experiment.seeds import train_seeds
 from anatomy_jax.models import MODEL_NAMES
-from anatomy_jax.train import (STRATEGIES, checkpoint_manager, choose_strategy, latest_meta, make_sweep_mesh,
-                               per_run, place_states, restore_latest, save, stack_runs, stack_trees, to_host,
-                               train_sweep)
+from anatomy_jax.train import STRATEGIES, checkpoint_manager, per_run
 
 # The paper's constant learning rates and weight decays (Agrawal et al. 2020; SGD, momentum 0.9).
 # AlexNet's is not in the text available here: 0.01 / 5e-4 is an inferred choice.
@@ -121,45 +116,19 @@ def train_model_rwc(config: WeightChangeConfig, data: Dataset, model: str,
     if steps_per_epoch < 1:
         raise ValueError(f"batch size {config.batch_size} exceeds the {len(data.train)} training images")
     train_config = config.training_config(model, config.epochs * steps_per_epoch, steps_per_epoch)
-    trainer = make_trainer(train_config, data)
-    images = jnp.asarray(data.train.images)
-    grid = train_config.grid()
-    prepared = [prepare_run(train_config, trainer, data, images, run) for run in grid]
-    mesh = make_sweep_mesh(1)
-    saved = latest_meta(manager) if manager is not None else None
-    if saved is not None and saved[1]["settings"] != _settings(config):
-        raise ValueError(f"cannot resume {model}: the checkpoint was made with different settings; use the "
-                         "original flags, or --overwrite")
-    # a resumed study keeps the strategy it started with
-    strategy = saved[1]["strategy"] if saved is not None else choose_strategy(config.strategy,
-                                                                              jax.default_backend(), 1)
-    states = place_states(stack_trees([p[2] for p in prepared]), strategy, mesh)
-    trackers = [RWCTracker(config.mode, initial_params=p[2].params) for p in prepared]
-    histories = None
-    if saved is not None:
-        _, states, restored = restore_latest(manager, states)
-        host = to_host(states.params)
-        trackers = [RWCTracker.restore(config.mode, records, jax.tree.map(lambda x, r=r: x[r], host))
-                    for r, records in enumerate(restored["rwc"])]
-        histories = restored["histories"]
+    trackers: list[RWCTracker] = []
 
-    def meta(histories):
-        return {"histories": histories, "rwc": [t.records() for t in trackers], "strategy": strategy,
-                "settings": _settings(config)}
+    def tracking(params, restored):
+        if restored is None:
+            trackers[:] = [RWCTracker(config.mode, initial_params=p) for p in params]
+        else:  # continue each run's history from the checkpointed parameters
+            trackers[:] = [RWCTracker.restore(config.mode, records, p) for records, p in zip(restored["rwc"], params)]
+        return [per_run(trackers)], lambda: {"rwc": [t.records() for t in trackers]}
 
-    def checkpoint(states, histories):
-        save(manager, int(to_host(states.step)[0]), states, meta(histories))
-
-    bar = tqdm(total=train_config.steps, initial=int(to_host(states.step)[0]), desc=f"weight_change {model}",
-               unit="step", disable=not progress)
-    states, histories = train_sweep(
-        trainer, states, stack_runs([p[0] for p in prepared]), steps=train_config.steps, eval_every=steps_per_epoch,
-        strategy=strategy, mesh=mesh, histories=histories, observers=[per_run(trackers)],
-        checkpoint_every=steps_per_epoch * config.checkpoint_every if manager is not None else 0,
-        on_checkpoint=checkpoint, on_progress=bar.update)
-    bar.close()
-    if manager is not None and manager.latest_step() != train_config.steps:
-        checkpoint(states, histories)
+    trained = train_seeds(train_config, data, settings=_settings(config), strategy=config.strategy, manager=manager,
+                          checkpoint_every=steps_per_epoch * config.checkpoint_every, tracking=tracking,
+                          progress=progress, desc=f"weight_change {model}")
+    trainer, grid, histories, strategy = trained.trainer, trained.runs, trained.histories, trained.strategy
     records = []
     for run, tracker, history in zip(grid, trackers, histories):
         layers, matrix = tracker.matrix()

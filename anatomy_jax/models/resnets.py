@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from anatomy_jax.models.base import ConvNormAct, GlobalPool, Logits, Stage, StagedNetwork, channels
@@ -14,9 +15,31 @@ def _bn(train: bool, dtype: Any, name: str | None = None) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype, name=name)
 
 
+class SplitGroupConv:
+    """`lax.conv_general_dilated` that computes a grouped convolution on CPU as one ordinary
+    convolution per group, concatenated (same parameters, same result up to float rounding).
+
+    XLA:CPU runs `feature_group_count > 1` convolutions and their gradients 9-25x slower than the
+    split form (measured with jax 0.10.2 on 2 cores, batch 128, 4 groups: forward + backward
+    73 -> 8 ms at 8x8x16, 47 -> 3 ms at 4x4x32, 5.9 -> 1.0 s at 32x32x64); GPU and TPU keep the
+    fused grouped kernel. The rule depends only on the backend, so it is deterministic."""
+
+    def __call__(self, lhs, rhs, window_strides, padding, *, feature_group_count: int = 1, **kwargs):
+        groups = feature_group_count
+        if groups == 1 or jax.default_backend() != "cpu":
+            return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding,
+                                                feature_group_count=groups, **kwargs)
+        cin, cout = lhs.shape[-1] // groups, rhs.shape[-1] // groups
+        return jnp.concatenate([
+            jax.lax.conv_general_dilated(lhs[..., g * cin:(g + 1) * cin], rhs[..., g * cout:(g + 1) * cout],
+                                         window_strides, padding, **kwargs)
+            for g in range(groups)], axis=-1)
+
+
 def _conv(features: int, kernel: int, stride: int, dtype: Any, groups: int = 1, name: str | None = None) -> nn.Conv:
     return nn.Conv(features, (kernel, kernel), (stride, stride), padding="SAME", use_bias=False,
-                   feature_group_count=groups, dtype=dtype, name=name)
+                   feature_group_count=groups, dtype=dtype, name=name,
+                   conv_general_dilated_cls=SplitGroupConv if groups > 1 else None)
 
 
 def _projection_shortcut(x, features: int, stride: int, train: bool, dtype: Any):

@@ -17,24 +17,39 @@ That keeps float32 exact enough that every correlation of (X, X A), A invertible
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from anatomy_jax.similarity.cka import _check
 
 
-def _basis(x: jax.Array, rtol: float) -> jax.Array:
-    """An orthonormal basis (n x r) of the column space of centred x, rank-truncated via SVD."""
+def _basis(x: jax.Array, rtol: float) -> tuple[jax.Array, jax.Array]:
+    """An orthonormal basis of the column space of centred x via SVD, and its rank: columns whose
+    singular value is below rtol x the largest are zeroed (a fixed shape, so it jits)."""
     x = x - x.mean(axis=0)
     u, s, _ = jnp.linalg.svd(x, full_matrices=False)
     keep = s > rtol * s[0]
-    return u[:, keep]
+    return u * keep, keep.sum()
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def _cca(x, y, rtol):
-    qx, qy = _basis(x, rtol), _basis(y, rtol)
+    """Correlations (descending), x's canonical variates (n x m) and which of the m are real
+    (the first min(rank x, rank y); the rest come from zeroed basis columns)."""
+    (qx, rx), (qy, ry) = _basis(x, rtol), _basis(y, rtol)
     u, rho, _ = jnp.linalg.svd(qx.T @ qy, full_matrices=False)
-    return jnp.clip(rho, 0.0, 1.0), qx @ u  # correlations and x's canonical variates (n x m)
+    valid = jnp.arange(rho.shape[0]) < jnp.minimum(rx, ry)
+    return jnp.clip(rho, 0.0, 1.0), qx @ u, valid
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _pwcca(x, y, rtol):
+    rho, variates, valid = _cca(x, y, rtol)
+    alpha = jnp.abs(variates.T @ (x - x.mean(axis=0))).sum(axis=1) * valid
+    return jnp.sum(alpha / alpha.sum() * rho)
 
 
 def cca(x: jax.Array, y: jax.Array, rtol: float = 1e-6) -> jax.Array:
@@ -44,7 +59,8 @@ def cca(x: jax.Array, y: jax.Array, rtol: float = 1e-6) -> jax.Array:
     if x.shape[0] <= max(x.shape[1], y.shape[1]):
         raise ValueError(f"CCA needs more examples ({x.shape[0]}) than features ({x.shape[1]}, {y.shape[1]}); "
                          "reduce the dimension first (e.g. svcca)")
-    return _cca(x, y, rtol)[0]
+    rho, _, valid = _cca(x, y, rtol)
+    return rho[np.asarray(valid)]
 
 
 def _top_variance(x: jax.Array, variance: float) -> jax.Array:
@@ -67,7 +83,7 @@ def svcca(x: jax.Array, y: jax.Array, variance: float = 0.99) -> jax.Array:
 def pwcca(x: jax.Array, y: jax.Array, rtol: float = 1e-6) -> jax.Array:
     """Projection-weighted mean canonical correlation of x with y (weights from x)."""
     x, y = _check(x, y)
-    cca(x, y, rtol)  # validates the shapes
-    rho, variates = _cca(x, y, rtol)
-    alpha = jnp.abs(variates.T @ (x - x.mean(axis=0))).sum(axis=1)
-    return jnp.sum(alpha / alpha.sum() * rho)
+    if x.shape[0] <= max(x.shape[1], y.shape[1]):
+        raise ValueError(f"CCA needs more examples ({x.shape[0]}) than features ({x.shape[1]}, {y.shape[1]}); "
+                         "reduce the dimension first (e.g. average conv maps over space)")
+    return _pwcca(x, y, rtol)

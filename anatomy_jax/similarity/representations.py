@@ -37,8 +37,15 @@ def representations(model: nn.Module, variables: Any, images: np.ndarray, layers
         raise ValueError(f"unknown layer(s) {unknown}; this model has {', '.join(model.layer_names)}")
     if pooling not in POOLING:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING)}")
-    chunks = [jax.device_get(_capture(model, variables, jnp.asarray(images[i:i + batch_size]), names, pooling))
-              for i in range(0, len(images), batch_size)]
+    batch_size = min(batch_size, len(images))
+    chunks = []
+    for i in range(0, len(images), batch_size):
+        batch = np.asarray(images[i:i + batch_size])
+        real = len(batch)
+        if real < batch_size:  # pad the last batch: one compiled shape for the whole dataset
+            batch = np.concatenate([batch, np.zeros((batch_size - real, *batch.shape[1:]), batch.dtype)])
+        reps = jax.device_get(_capture(model, variables, jnp.asarray(batch), names, pooling))
+        chunks.append({name: r[:real] for name, r in reps.items()})
     return {name: np.concatenate([c[name] for c in chunks]).astype(np.float32) for name in names}
 
 

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from anatomy_jax.adversarial.attacks import NORMS, pgd
 from anatomy_jax.data.augment import augment
 from anatomy_jax.poison.patterns import Patterns, image_offsets, stamp
 from anatomy_jax.poison.poisoning import PoisonPlan
@@ -65,6 +66,29 @@ def target_margin(logits: jax.Array, target: jax.Array) -> jax.Array:
     return z_t - others.max(axis=-1)
 
 
+class AdversarialTraining(NamedTuple):
+    """PGD adversarial training (Madry et al. 2018): every training batch is replaced by its PGD
+    examples against the current parameters before the update (images in [0, 1], eps on that scale).
+    The attack uses the batch's own batch-norm statistics and does not update the running ones."""
+
+    eps: float
+    steps: int = 7
+    step_size: float | None = None  # default 2.5 eps / steps
+    norm: str = "linf"
+
+    def validate(self) -> None:
+        if not self.eps > 0 or self.steps < 1:
+            raise ValueError(f"adversarial training needs eps > 0 and steps >= 1, got {self.eps} and {self.steps}")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+        if self.step_size is not None and not self.step_size > 0:
+            raise ValueError(f"step_size must be > 0, got {self.step_size}")
+
+    @property
+    def size(self) -> float:
+        return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+
+
 @jax.jit
 def _all_finite(losses: jax.Array, params: Any) -> jax.Array:
     leaves = [jnp.isfinite(losses).all()] + [jnp.isfinite(p).all() for p in jax.tree.leaves(params)]
@@ -88,18 +112,28 @@ class Trainer:
     eval_batch_size: int = 500
     fuse_steps: bool | None = None
     data_axis: str | None = None  # inside shard_map: the mesh axis that splits each batch
+    adversarial: AdversarialTraining | None = None  # PGD adversarial training when set
+
+    def __post_init__(self):
+        if self.adversarial is not None:
+            self.adversarial.validate()
 
     def init(self, init_key: jax.Array, data_key: jax.Array, images: jax.Array,
              learning_rate: float) -> TrainState:
         """A fresh state for training on `images` (N, H, W, C): parameters from `init_key`, data
         order and augmentation from `data_key`, the run's base learning rate in the optimizer state."""
         chex.assert_rank(images, 4)
-        variables = self.model.init(init_key, jnp.zeros((1, *images.shape[1:]), jnp.float32), train=False)
+        variables = self._init_variables(init_key, tuple(images.shape[1:]))
         params = variables["params"]
         opt_state = with_learning_rate(self.tx.init(params), learning_rate)
         # `order` is drawn at the first step of every epoch (see `train_batch`).
         return TrainState(jnp.zeros([], jnp.int32), params, variables.get("batch_stats", {}), opt_state,
                           jax.random.key_data(data_key), jnp.zeros((images.shape[0],), jnp.int32))
+
+    @functools.partial(jax.jit, static_argnums=(0, 2))
+    def _init_variables(self, init_key: jax.Array, image_shape: tuple[int, ...]) -> Any:
+        # jitted: an eager init dispatches (and compiles) every initializer op separately, ~6 s for ResNeXt-29
+        return self.model.init(init_key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
 
     def apply(self, params, batch_stats, x: jax.Array, train: bool = False):
         """Logits (and, with train=True, the new batch statistics)."""
@@ -148,6 +182,8 @@ class Trainer:
             start = jax.lax.axis_index(self.data_axis) * local
             x = jax.lax.dynamic_slice_in_dim(x, start, local)
             y = jax.lax.dynamic_slice_in_dim(y, start, local)
+        if self.adversarial is not None:
+            x = self.adversarial_batch(state, x, y)
 
         def loss_fn(params):
             logits, new_stats = self.apply(params, state.batch_stats, x, train=True)
@@ -159,6 +195,21 @@ class Trainer:
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(state.step + 1, params, new_stats, opt_state, state.rng, state.order), loss
+
+    def adversarial_batch(self, state: TrainState, x: jax.Array, y: jax.Array) -> jax.Array:
+        """PGD examples of the batch (x, y) against `state`'s parameters (random start drawn from
+        the run's key, the step and, under data parallelism, the shard)."""
+        adv = self.adversarial
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), 2), state.step)
+        if self.data_axis is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(self.data_axis))
+
+        def logits(params, z):
+            return self.apply(params, state.batch_stats, z, train=True)[0]
+
+        x_adv = pgd(logits, state.params, x, y, key, eps=adv.eps, step_size=adv.size, steps=adv.steps,
+                    norm=adv.norm)
+        return jax.lax.stop_gradient(x_adv)
 
     @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
     def _one_step(self, state: TrainState, images, plan, patterns) -> tuple[TrainState, jax.Array]:

@@ -1,0 +1,108 @@
+"""Figures of the representation comparison, drawn from its results dict (one PNG each)."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from anatomy_jax.plots.weight_change import _matrix  # noqa: E402
+
+TITLES = {"cka": "linear CKA", "pwcca": "PWCCA (row's weights)", "procrustes": "Procrustes distance",
+          "r2": "R² of the ridge map row → column", "stitched_accuracy": "stitched accuracy (row → column)",
+          "transfer": "adversarial transfer rate (crafted on row)", "error": "error of column on row's PGD examples"}
+
+
+def heatmap(matrix: np.ndarray, names: list[str], title: str, path: pathlib.Path, *, vmin: float | None = None,
+            vmax: float | None = None, cmap: str = "viridis") -> None:
+    """An M x M matrix with row/column net names and each value written in its cell."""
+    m = len(names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * m, 0.8 + 0.5 * m), layout="constrained")
+    image = ax.imshow(np.ma.masked_invalid(matrix), vmin=vmin, vmax=vmax, cmap=cmap)
+    ax.set_xticks(range(m), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(m), names, fontsize=7)
+    if m <= 16:
+        for i in range(m):
+            for j in range(m):
+                if np.isfinite(matrix[i, j]):
+                    light = image.norm(matrix[i, j]) > 0.6 if cmap != "viridis_r" else image.norm(matrix[i, j]) < 0.4
+                    ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=5.5,
+                            color="k" if light else "w")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_similarity_vs_transfer(results: dict[str, Any], depth: str, path: pathlib.Path) -> None:
+    """One panel per metric: similarity of each ordered pair vs its transfer rate, with Spearman rho;
+    same-architecture pairs highlighted."""
+    d = results["depths"][depth]
+    transfer = _matrix(results["adversarial"]["transfer"])
+    archs = [n["architecture"] for n in results["nets"]]
+    metrics = list(d["spearman_vs_transfer"])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False, layout="constrained")
+    off = ~np.eye(len(archs), dtype=bool)
+    same = np.array([[a == b for b in archs] for a in archs]) & off
+    for ax, metric in zip(axes[0], metrics):
+        s = _matrix(d[metric])
+        ax.scatter(s[off & ~same], transfer[off & ~same], s=12, alpha=0.7, label="different architecture")
+        ax.scatter(s[same], transfer[same], s=18, alpha=0.9, marker="^", label="same architecture")
+        rho = d["spearman_vs_transfer"][metric]["spearman"]
+        ax.set_title(f"{metric}: Spearman ρ = {'-' if rho is None else f'{rho:.2f}'}", fontsize=9)
+        ax.set_xlabel(TITLES[metric], fontsize=8)
+        ax.set_ylabel("transfer rate")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"representation similarity (depth {depth}) vs adversarial transfer", fontsize=10)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_same_vs_cross(results: dict[str, Any], depth: str, path: pathlib.Path) -> None:
+    """Per metric, per architecture: mean over same-architecture (different-seed) pairs vs mean
+    over different-architecture pairs (the ResNeXt claim)."""
+    d = results["depths"][depth]
+    panels = {**d["same_vs_cross"], "transfer": results["same_vs_cross_transfer"]}
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False, layout="constrained")
+    for ax, (metric, per_arch) in zip(axes[0], panels.items()):
+        archs = list(per_arch)
+        x = np.arange(len(archs))
+        for offset, kind in ((-0.2, "same"), (0.2, "cross")):
+            values = [np.nan if per_arch[a][kind] is None else per_arch[a][kind] for a in archs]
+            ax.bar(x + offset, values, 0.4, label="same arch, other seed" if kind == "same" else "other arch")
+        ax.set_xticks(x, archs, rotation=30, fontsize=8)
+        ax.set_title(metric, fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"same architecture vs different architecture (depth {depth})", fontsize=10)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_all(results: dict[str, Any], out: pathlib.Path) -> list[str]:
+    """Writes every figure into `out`; returns the file names."""
+    names = [n["name"] for n in results["nets"]]
+    files = []
+    bounds = {"cka": (0, 1), "pwcca": (0, 1), "procrustes": (0, None), "r2": (None, 1),
+              "stitched_accuracy": (0, 1)}
+    for depth, d in results["depths"].items():
+        for metric, (vmin, vmax) in bounds.items():
+            name = f"{metric}_depth{depth}.png"
+            heatmap(_matrix(d[metric]), names, f"{TITLES[metric]} at depth {depth}", out / name, vmin=vmin,
+                    vmax=vmax, cmap="viridis_r" if metric == "procrustes" else "viridis")
+            files.append(name)
+    for key in ("transfer", "error"):
+        name = f"adversarial_{key}.png"
+        heatmap(_matrix(results["adversarial"][key]), names, TITLES[key], out / name, vmin=0, vmax=1,
+                cmap="magma")
+        files.append(name)
+    penultimate = max(results["depths"], key=float)
+    plot_similarity_vs_transfer(results, penultimate, out / "similarity_vs_transfer.png")
+    plot_same_vs_cross(results, penultimate, out / "same_vs_cross_architecture.png")
+    return files + ["similarity_vs_transfer.png", "same_vs_cross_architecture.png"]
