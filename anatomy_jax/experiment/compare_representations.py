@@ -28,6 +28,7 @@ import itertools
 import json
 import math
 import pathlib
+import sys
 import time
 from typing import Any, Sequence
 
@@ -43,7 +44,7 @@ from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, defaul
                                             prepare_output_dir, write_json)
 from anatomy_jax.experiment.pattern_rate import PatternRateConfig, flag, load_study_data
 from anatomy_jax.experiment.seeds import train_seeds
-from anatomy_jax.models import MODEL_NAMES
+from anatomy_jax.models import MODEL_NAMES, check_model_names
 from anatomy_jax.similarity import (fit_ridge_cv, linear_cka, procrustes_distance, pwcca, r2_score,
                                     representation_shape, representations, ridge_basis, stitched_accuracy)
 from anatomy_jax.train import SCHEDULES, STRATEGIES, checkpoint_manager, to_float
@@ -90,9 +91,7 @@ class CompareConfig:
     overwrite: bool = flag(False, "replace the results in --out")
 
     def validate(self) -> None:
-        unknown = [m for m in self.models if m not in MODEL_NAMES]
-        if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_NAMES)}")
+        check_model_names(self.models)
         if len(set(self.models)) != len(self.models) or len(set(self.seeds)) != len(self.seeds):
             raise ValueError("models and seeds must not repeat")
         if len(self.models) * len(self.seeds) < 2:
@@ -151,8 +150,11 @@ def layer_at_depth(layer_names: Sequence[str], depth: float) -> str:
     return stages[max(0, math.ceil(depth * len(stages) - 1e-9) - 1)]
 
 
-def train_zoo(config: CompareConfig, data: Dataset, zoo_dir: pathlib.Path, progress: bool = True) -> list[Net]:
-    """Every architecture's seeds trained as one sweep (or loaded from `zoo_dir/<architecture>`)."""
+def train_zoo(config: CompareConfig, data: Dataset, zoo_dir: pathlib.Path, progress: bool = True,
+              diverged: list[str] | None = None) -> list[Net]:
+    """Every architecture's seeds trained as one sweep (or loaded from `zoo_dir/<architecture>`).
+
+    A run that diverged is left out of the zoo (its name appended to `diverged`)."""
     steps_per_epoch = len(data.train) // config.batch_size
     nets = []
     for architecture in config.models:
@@ -165,8 +167,11 @@ def train_zoo(config: CompareConfig, data: Dataset, zoo_dir: pathlib.Path, progr
         manager.close()
         for run, variables, history in zip(trained.runs, trained.variables(), trained.histories):
             if history["diverged"]:
-                raise ValueError(f"{architecture} seed {run['seed']} diverged at step {history['diverged_at_step']}; "
-                                 "lower --learning-rate")
+                print(f"warning: {architecture} seed {run['seed']} diverged at step {history['diverged_at_step']} "
+                      "and is left out of the comparison (lower --learning-rate)", file=sys.stderr)
+                if diverged is not None:
+                    diverged.append(f"{architecture}/{run['seed']}")
+                continue
             nets.append(Net(f"{architecture}/{run['seed']}", architecture, run["seed"], trained.trainer.model,
                             variables, float(history["clean_accuracy"][-1])))
     return nets
@@ -321,8 +326,11 @@ def run_compare(config: CompareConfig, workdir: str | pathlib.Path | None = None
                              resume=config.resume, overwrite=config.overwrite)
     zoo_dir = pathlib.Path(config.zoo) if config.zoo else out / CHECKPOINT_DIR
     t0 = time.perf_counter()
-    nets = train_zoo(config, data, zoo_dir.resolve(), progress)
+    diverged: list[str] = []
+    nets = train_zoo(config, data, zoo_dir.resolve(), progress, diverged)
     train_seconds = time.perf_counter() - t0
+    if len(nets) < 2:
+        raise ValueError(f"fewer than two nets left to compare: {', '.join(diverged)} diverged")
 
     fit = subset(data.train, config.fit_images) if config.fit_images else data.train
     test = subset(data.test, config.eval_images) if config.eval_images else data.test
@@ -333,6 +341,7 @@ def run_compare(config: CompareConfig, workdir: str | pathlib.Path | None = None
         "config": dataclasses.asdict(config), "settings": _settings(config), **environment(),
         "dataset": {"name": data.name, "train_images": len(data.train), "fit_images": len(fit),
                     "eval_images": len(test), "image_shape": list(data.image_shape)},
+        "diverged": diverged,
         "nets": [{"name": n.name, "architecture": n.architecture, "seed": n.seed, "test_accuracy": n.test_accuracy,
                   "eval_accuracy": n.eval_accuracy} for n in nets],
         "metrics": {"cka": "linear CKA, flattened", "pwcca": "PWCCA of row net with column net, spatial mean",

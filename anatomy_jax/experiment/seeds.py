@@ -60,8 +60,8 @@ def train_seeds(config: PatternRateConfig, data: Dataset, *, settings: dict[str,
         changed = sorted(k for k in set(settings) | set(saved[1]["settings"])
                          if settings.get(k) != saved[1]["settings"].get(k))
         raise ValueError(f"cannot continue from the checkpoints in {manager.directory}: they were made with "
-                         f"different settings ({', '.join(changed)}); use the original flags, another output "
-                         "directory, or --overwrite")
+                         f"different settings ({', '.join(changed)}); use the original flags, another "
+                         "checkpoint directory, or --overwrite")
     # a resumed sweep keeps the strategy it started with
     strategy = saved[1]["strategy"] if saved is not None else choose_strategy(strategy, jax.default_backend(), 1)
     mesh = make_sweep_mesh(1)

@@ -26,7 +26,7 @@ from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, defaul
                                             prepare_output_dir, write_json)
 from anatomy_jax.experiment.pattern_rate import PatternRateConfig, flag, load_study_data
 from anatomy_jax.experiment.seeds import train_seeds
-from anatomy_jax.models import MODEL_NAMES
+from anatomy_jax.models import MODEL_NAMES, check_model_names
 from anatomy_jax.train import STRATEGIES, checkpoint_manager, per_run
 
 # The paper's constant learning rates and weight decays (Agrawal et al. 2020; SGD, momentum 0.9).
@@ -66,9 +66,7 @@ class WeightChangeConfig:
     overwrite: bool = flag(False, "replace the results in --out")
 
     def validate(self) -> None:
-        unknown = [m for m in self.models if m not in MODEL_NAMES]
-        if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_NAMES)}")
+        check_model_names(self.models)
         if self.mode not in MODES:
             raise ValueError(f"unknown RWC mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.epochs < 2:

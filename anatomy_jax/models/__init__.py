@@ -2,8 +2,8 @@
 
 from anatomy_jax.models.base import StagedNetwork, channels
 from anatomy_jax.models.convnets import MLP, VGG, AlexNet, SmallCNN
-from anatomy_jax.models.registry import MODEL_NAMES, create_model
+from anatomy_jax.models.registry import MODEL_NAMES, check_model_names, create_model
 from anatomy_jax.models.resnets import ResNet, ResNeXt
 
 __all__ = ["MLP", "MODEL_NAMES", "VGG", "AlexNet", "ResNeXt", "ResNet", "SmallCNN", "StagedNetwork",
-           "channels", "create_model"]
+           "channels", "check_model_names", "create_model"]

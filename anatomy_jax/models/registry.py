@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax.numpy as jnp
 
@@ -23,6 +23,13 @@ _REGISTRY: dict[str, Callable[..., StagedNetwork]] = {
     "resnext29": ResNeXt,
 }
 MODEL_NAMES = tuple(_REGISTRY)
+
+
+def check_model_names(names: Sequence[str]) -> None:
+    """Raises ValueError naming every entry of `names` that is not a registry model."""
+    unknown = [n for n in names if n not in _REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_NAMES)}")
 
 
 def create_model(name: str, num_classes: int = 10, width: float = 1.0, dtype: Any = jnp.float32,

@@ -112,3 +112,12 @@ def test_tiny_zoo_end_to_end_then_loaded_from_its_checkpoints(tmp_path, monkeypa
     x, y = (representations(nets[k].model, nets[k].variables, test.images, ["features"])["features"] for k in (0, 3))
     assert float(linear_cka(x, y)) == pytest.approx(results["depths"]["1"]["cka"][0][3], abs=1e-5)
     assert [n.test_accuracy for n in nets] == [n["test_accuracy"] for n in results["nets"]]
+
+
+def test_diverged_nets_are_left_out_not_a_crash(tmp_path, capsys):
+    from anatomy_jax.experiment.compare_representations import run_compare
+
+    config = CompareConfig(models=("cnn", "mlp"), seeds=(0,), epochs=1, learning_rate=1e5, schedule="constant")
+    with pytest.raises(ValueError, match="fewer than two nets left to compare: cnn/0, mlp/0 diverged"):
+        run_compare(config, tmp_path / "out", progress=False)
+    assert "cnn seed 0 diverged at step" in capsys.readouterr().err
