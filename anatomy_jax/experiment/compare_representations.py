@@ -150,12 +150,13 @@ def layer_at_depth(layer_names: Sequence[str], depth: float) -> str:
     return stages[max(0, math.ceil(depth * len(stages) - 1e-9) - 1)]
 
 
-def train_zoo(config: CompareConfig, data: Dataset, zoo_dir: pathlib.Path, progress: bool = True,
+def train_zoo(config: CompareConfig, data: Dataset, zoo_dir: str | pathlib.Path, progress: bool = True,
               diverged: list[str] | None = None) -> list[Net]:
     """Every architecture's seeds trained as one sweep (or loaded from `zoo_dir/<architecture>`).
 
     A run that diverged is left out of the zoo (its name appended to `diverged`)."""
     steps_per_epoch = len(data.train) // config.batch_size
+    zoo_dir = pathlib.Path(zoo_dir).resolve()  # orbax wants absolute paths
     nets = []
     for architecture in config.models:
         train_config = config.training_config(architecture, config.epochs * steps_per_epoch, steps_per_epoch)
@@ -327,7 +328,7 @@ def run_compare(config: CompareConfig, workdir: str | pathlib.Path | None = None
     zoo_dir = pathlib.Path(config.zoo) if config.zoo else out / CHECKPOINT_DIR
     t0 = time.perf_counter()
     diverged: list[str] = []
-    nets = train_zoo(config, data, zoo_dir.resolve(), progress, diverged)
+    nets = train_zoo(config, data, zoo_dir, progress, diverged)
     train_seconds = time.perf_counter() - t0
     if len(nets) < 2:
         raise ValueError(f"fewer than two nets left to compare: {', '.join(diverged)} diverged")
