@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from anatomy_jax.adversarial import NORMS, attack_dataset, make_attack, transfer_matrix
 from anatomy_jax.data import DATASET_NAMES, Dataset, subset
 from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
-                                            prepare_output_dir, write_json)
+                                            json_matrix, prepare_output_dir, write_json)
 from anatomy_jax.experiment.pattern_rate import PatternRateConfig, flag, load_study_data
 from anatomy_jax.experiment.seeds import train_seeds
 from anatomy_jax.models import MODEL_NAMES, check_model_names
@@ -305,10 +305,6 @@ def same_vs_cross(nets: list[Net], matrix: np.ndarray) -> dict[str, dict[str, An
     return out
 
 
-def _json_matrix(matrix: np.ndarray) -> list[list[float | None]]:
-    return [[float(v) if np.isfinite(v) else None for v in row] for row in np.asarray(matrix, float)]
-
-
 def _settings(config: CompareConfig) -> dict[str, Any]:
     settings = dataclasses.asdict(config)
     for key in ("out", "resume", "overwrite", "strategy", "zoo"):
@@ -350,7 +346,7 @@ def run_compare(config: CompareConfig, workdir: str | pathlib.Path | None = None
                     "r2": "held-out R^2 of the ridge map row -> column, flattened",
                     "stitched_accuracy": "accuracy of row net -> map -> column net (diagonal: own accuracy)"},
         "adversarial": {"eps": config.attack_eps, "norm": config.attack_norm, "steps": config.attack_steps,
-                        **{k: _json_matrix(adversarial[k]) for k in ("transfer", "error", "counts")}},
+                        **{k: json_matrix(adversarial[k]) for k in ("transfer", "error", "counts")}},
         "depths": {}, "seconds": {"training": round(train_seconds, 1)}}
     t0 = time.perf_counter()
     all_reps = [net_reps(net, [layer_at_depth(net.model.layer_names, d) for d in config.depths], fit.images,
@@ -362,7 +358,7 @@ def run_compare(config: CompareConfig, workdir: str | pathlib.Path | None = None
         results["depths"][key] = {
             "layers": [r.layer for r in reps],
             "dims": [int(r.fit.shape[1]) for r in reps],
-            **{k: _json_matrix(v) for k, v in matrices.items()},
+            **{k: json_matrix(v) for k, v in matrices.items()},
             "spearman_vs_transfer": rank_correlations(matrices, adversarial["transfer"]),
             "same_vs_cross": {metric: same_vs_cross(nets, matrices[metric]) for metric in METRICS}}
     results["same_vs_cross_transfer"] = same_vs_cross(nets, adversarial["transfer"])

@@ -10,7 +10,9 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Sequence
+
+import numpy as np
 
 RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -63,6 +65,16 @@ def write_json(path: str | os.PathLike, payload: Any) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def json_matrix(matrix: Any) -> list[list[float | None]]:
+    """A 2-D array as JSON rows, NaN and inf as None (strict JSON has neither)."""
+    return [[float(v) if np.isfinite(v) else None for v in row] for row in np.asarray(matrix, float)]
+
+
+def matrix_from_json(rows: Sequence[Sequence[float | None]]) -> np.ndarray:
+    """The inverse of `json_matrix`: JSON rows as a float array, None as NaN."""
+    return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
 
 
 def environment() -> dict[str, Any]:

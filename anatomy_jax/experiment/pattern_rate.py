@@ -35,8 +35,8 @@ from anatomy_jax.poison import LOCATIONS, PATTERN_KINDS, PatternSpec, PoisonSpec
 from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
                                             prepare_output_dir, write_json)
 from anatomy_jax.adversarial import NORMS
-from anatomy_jax.train import (OPTIMIZERS, SCHEDULES, STRATEGIES, AdversarialTraining, RunData, SweepObserver, Trainer, acquisition_step,
-                               auto_runs_per_device, checkpoint_manager, choose_strategy, initialize_multihost,
+from anatomy_jax.train import (OPTIMIZERS, SCHEDULES, STRATEGIES, AdversarialTraining, RunData, SweepObserver, Trainer,
+                               acquisition_step, auto_runs_per_device, checkpoint_manager, choose_strategy, initialize_multihost,
                                is_primary_process, latest_meta, make_optimizer, make_sweep_mesh, pad_runs,
                                place_states, restore_latest, runs_axis_size, save, stack_runs, stack_trees, to_host,
                                train_sweep)

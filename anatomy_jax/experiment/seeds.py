@@ -38,7 +38,7 @@ class TrainedSeeds:
     strategy: str
 
     def variables(self) -> list[dict[str, Any]]:
-        """Each run's flax variables on the host ({"params"[, "batch_stats"]})."""
+        """Each run's flax variables ({"params"[, "batch_stats"]}), one device pytree per run."""
         out = []
         for state in unstack_tree(to_host(self.states)):
             out.append({"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})})

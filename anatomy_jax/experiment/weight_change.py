@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 from anatomy_jax.data import DATASET_NAMES, Dataset
 from anatomy_jax.dynamics import MODES, RWCTracker, cluster_layers, depth_order
 from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
-                                            prepare_output_dir, write_json)
+                                            json_matrix, matrix_from_json, prepare_output_dir, write_json)
 from anatomy_jax.experiment.pattern_rate import PatternRateConfig, flag, load_study_data
 from anatomy_jax.experiment.seeds import train_seeds
 from anatomy_jax.models import MODEL_NAMES, check_model_names
@@ -135,7 +135,7 @@ def train_model_rwc(config: WeightChangeConfig, data: Dataset, model: str,
         records.append({
             "model": model, "seed": run["seed"], "learning_rate": run["learning_rate"],
             "weight_decay": train_config.weight_decay, "layers": order,
-            "rwc": [[None if not np.isfinite(v) else float(v) for v in row] for row in matrix],
+            "rwc": json_matrix(matrix),
             "epochs": list(range(1, matrix.shape[1] + 1)), "clean_accuracy": history["clean_accuracy"],
             "attack_success_rate": [a[0] for a in history["attack_success_rate"]], "diverged": history["diverged"],
             "strategy": strategy})
@@ -143,7 +143,7 @@ def train_model_rwc(config: WeightChangeConfig, data: Dataset, model: str,
 
 
 def _mean_over_seeds(records: list[dict]) -> np.ndarray:
-    stack = np.array([[[np.nan if v is None else v for v in row] for row in r["rwc"]] for r in records], float)
+    stack = np.stack([matrix_from_json(r["rwc"]) for r in records])
     with np.errstate(all="ignore"):
         return np.nanmean(stack, axis=0)
 
@@ -171,7 +171,7 @@ def run_weight_change(config: WeightChangeConfig, workdir: str | pathlib.Path | 
         results["models"][model] = {
             "layers": layers, "learning_rate": records[0]["learning_rate"],
             "weight_decay": records[0]["weight_decay"],
-            "mean_rwc": [[None if not np.isfinite(v) else float(v) for v in row] for row in mean],
+            "mean_rwc": json_matrix(mean),
             "final_clean_accuracy": float(np.mean([r["clean_accuracy"][-1] or 0.0 for r in records])),
             "runs": records, "clusters": clusters}
         write_json(out / RESULTS_FILE, results)
@@ -186,7 +186,7 @@ def format_summary(results: dict[str, Any]) -> str:
     """Per model: accuracy, mean RWC over all epochs of the early/middle/late third of the layers, elbow k."""
     lines = [f"{'model':>16} {'acc':>6} {'layers':>6} {'early':>8} {'middle':>8} {'late':>8} {'elbow k':>7}"]
     for name, m in results["models"].items():
-        rwc = np.array([[np.nan if v is None else v for v in row] for row in m["mean_rwc"]], float)
+        rwc = matrix_from_json(m["mean_rwc"])
         thirds = [np.nanmean(part) for part in np.array_split(rwc, 3)] if len(rwc) >= 3 else [np.nan] * 3
         k = m["clusters"]["k"] if m["clusters"] else "-"
         lines.append(f"{name:>16} {m['final_clean_accuracy']:>6.3f} {len(m['layers']):>6} "

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from anatomy_jax.plots.weight_change import _matrix  # noqa: E402
+from anatomy_jax.experiment.outputs import matrix_from_json  # noqa: E402
 
 TITLES = {"cka": "linear CKA", "pwcca": "PWCCA (row's weights)", "procrustes": "Procrustes distance",
           "r2": "R² of the ridge map row → column", "stitched_accuracy": "stitched accuracy (row → column)",
@@ -43,14 +43,14 @@ def plot_similarity_vs_transfer(results: dict[str, Any], depth: str, path: pathl
     """One panel per metric: similarity of each ordered pair vs its transfer rate, with Spearman rho;
     same-architecture pairs highlighted."""
     d = results["depths"][depth]
-    transfer = _matrix(results["adversarial"]["transfer"])
+    transfer = matrix_from_json(results["adversarial"]["transfer"])
     archs = [n["architecture"] for n in results["nets"]]
     metrics = list(d["spearman_vs_transfer"])
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False, layout="constrained")
     off = ~np.eye(len(archs), dtype=bool)
     same = np.array([[a == b for b in archs] for a in archs]) & off
     for ax, metric in zip(axes[0], metrics):
-        s = _matrix(d[metric])
+        s = matrix_from_json(d[metric])
         ax.scatter(s[off & ~same], transfer[off & ~same], s=12, alpha=0.7, label="different architecture")
         ax.scatter(s[same], transfer[same], s=18, alpha=0.9, marker="^", label="same architecture")
         rho = d["spearman_vs_transfer"][metric]["spearman"]
@@ -94,12 +94,12 @@ def plot_all(results: dict[str, Any], out: pathlib.Path) -> list[str]:
     for depth, d in results["depths"].items():
         for metric, (vmin, vmax) in bounds.items():
             name = f"{metric}_depth{depth}.png"
-            heatmap(_matrix(d[metric]), names, f"{TITLES[metric]} at depth {depth}", out / name, vmin=vmin,
+            heatmap(matrix_from_json(d[metric]), names, f"{TITLES[metric]} at depth {depth}", out / name, vmin=vmin,
                     vmax=vmax, cmap="viridis_r" if metric == "procrustes" else "viridis")
             files.append(name)
     for key in ("transfer", "error"):
         name = f"adversarial_{key}.png"
-        heatmap(_matrix(results["adversarial"][key]), names, TITLES[key], out / name, vmin=0, vmax=1,
+        heatmap(matrix_from_json(results["adversarial"][key]), names, TITLES[key], out / name, vmin=0, vmax=1,
                 cmap="magma")
         files.append(name)
     penultimate = max(results["depths"], key=float)

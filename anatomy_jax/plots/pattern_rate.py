@@ -13,11 +13,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from anatomy_jax.experiment.outputs import matrix_from_json  # noqa: E402
+
 
 def _curve_stats(runs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Steps and the mean/min/max over runs (seeds) of a per-step curve; None counts as NaN."""
     steps = np.asarray(runs[0]["steps"])
-    values = np.array([[np.nan if v is None else v for v in r[key]] for r in runs], dtype=float)
+    values = matrix_from_json([r[key] for r in runs])
     with warnings.catch_warnings():  # all-None columns (diverged runs) are NaN on purpose
         warnings.simplefilter("ignore", RuntimeWarning)
         return steps, np.nanmean(values, 0), np.nanmin(values, 0), np.nanmax(values, 0)

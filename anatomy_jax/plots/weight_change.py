@@ -11,9 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-
-def _matrix(rows: list[list[float | None]]) -> np.ndarray:
-    return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
+from anatomy_jax.experiment.outputs import matrix_from_json  # noqa: E402
 
 
 def _panels(n: int, width: float = 4.5, height: float = 3.6):
@@ -26,7 +24,7 @@ def plot_rwc_per_layer(results: dict[str, Any], path: pathlib.Path) -> None:
     models = results["models"]
     fig, axes = _panels(len(models))
     for ax, (name, m) in zip(axes, models.items()):
-        rwc = _matrix(m["mean_rwc"])
+        rwc = matrix_from_json(m["mean_rwc"])
         colors = plt.cm.viridis(np.linspace(0, 1, len(rwc)))
         epochs = np.arange(1, rwc.shape[1] + 1)
         for row, color in zip(rwc, colors):
@@ -45,7 +43,7 @@ def plot_rwc_by_depth(results: dict[str, Any], path: pathlib.Path) -> None:
     models = results["models"]
     fig, axes = _panels(len(models))
     for ax, (name, m) in zip(axes, models.items()):
-        rwc = _matrix(m["mean_rwc"])
+        rwc = matrix_from_json(m["mean_rwc"])
         epochs = np.arange(1, rwc.shape[1] + 1)
         for part, label in zip(np.array_split(rwc, 3), ("early", "middle", "late")):
             if len(part):
