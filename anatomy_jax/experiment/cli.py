@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 import types
 import typing
 from typing import Any, Callable, Sequence, TypeVar
+
+from anatomy_jax.utils.errors import SettingsError
 
 Config = TypeVar("Config")
 
@@ -91,21 +94,45 @@ def parse_config(config_cls: type[Config], description: str, argv: Sequence[str]
     return config
 
 
+def resume_command(out: str, argv: Sequence[str] | None = None) -> str:
+    """The command line that continues this run: the same flags, `--out` pinned, `--resume`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    kept, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in ("--out",):
+            skip = True
+            continue
+        if a.startswith("--out=") or a in ("--resume", "--overwrite"):
+            continue
+        kept.append(a)
+    return " ".join(shlex.quote(x) for x in [sys.executable, sys.argv[0], *kept, "--out", out, "--resume"])
+
+
 def run_main(config_cls: type[Config], description: str, run: Callable[[Config, str], dict],
              summarise: Callable[[dict], str], name: str, argv: Sequence[str] | None = None) -> int:
     """The `main` of every experiment script: parse flags into a config, run it into --out (default
     `runs/<name>/<timestamp>`), print the summary and where the results went.
 
-    Bad settings and an --out that already holds results exit with code 2 and a message.
+    Bad settings (`SettingsError`, raised before anything is written) exit with code 2 and a
+    message; SIGINT/SIGTERM save a checkpoint, print the command that resumes and exit with
+    130/143; any other error is a bug and keeps its traceback.
     """
     from anatomy_jax.experiment.outputs import default_out_dir
+    from anatomy_jax.experiment.study import Interrupted
 
     config = parse_config(config_cls, description, argv)
     out = getattr(config, "out", None) or str(default_out_dir(name))
     try:
         results = run(config, out)
-    except ValueError as e:
+    except SettingsError as e:
         fail(str(e))
+    except Interrupted as e:
+        print(f"\n{e}: checkpoint saved, results so far in {out}/results.json\nresume with:\n  "
+              f"{resume_command(out, argv)}", file=sys.stderr)
+        return 128 + e.signum
     print(summarise(results))
     print(f"\nresults: {out}/results.json; figures: {', '.join(results.get('figures', []))}")
     return 0

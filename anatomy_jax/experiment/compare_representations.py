@@ -42,12 +42,13 @@ from anatomy_jax.adversarial import NORMS, attack_dataset, make_attack, transfer
 from anatomy_jax.data import DATASET_NAMES, Dataset, subset
 from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
                                             json_matrix, prepare_output_dir, write_json)
-from anatomy_jax.experiment.pattern_rate import PatternRateConfig, flag, load_study_data
-from anatomy_jax.experiment.seeds import train_seeds
+from anatomy_jax.experiment.options import DataOptions, DeviceOptions, OutputOptions, resumable_settings
+from anatomy_jax.experiment.study import Study
 from anatomy_jax.models import MODEL_NAMES, check_model_names
 from anatomy_jax.similarity import (fit_ridge_cv, linear_cka, procrustes_distance, pwcca, r2_score,
                                     representation_shape, representations, ridge_basis, stitched_accuracy)
-from anatomy_jax.train import SCHEDULES, STRATEGIES, checkpoint_manager, to_float
+from anatomy_jax.train import SCHEDULES, RunSpec, TrainConfig, to_float
+from anatomy_jax.utils import flag, settings_errors
 
 METRICS = ("cka", "pwcca", "procrustes", "r2", "stitched_accuracy")
 # higher = more similar for all but the Procrustes distance
@@ -55,12 +56,9 @@ SIMILARITY_SIGN = {"cka": 1, "pwcca": 1, "procrustes": -1, "r2": 1, "stitched_ac
 
 
 @dataclasses.dataclass(frozen=True)
-class CompareConfig:
+class CompareConfig(OutputOptions, DeviceOptions, DataOptions):
     """Settings of the representation comparison; defaults suit digits on 2 CPU cores (~6 min)."""
 
-    dataset: str = flag("digits", f"dataset: {', '.join(DATASET_NAMES)} or npz:PATH (cifar10 is the paper's)")
-    data_dir: str | None = flag(None, "tfds data directory holding prepared datasets")
-    train_size: int = flag(0, "use only this many training images (0 = all)")
     models: tuple[str, ...] = flag(("cnn", "vgg11", "resnet18", "resnext29"),
                                    f"architectures of the zoo: {', '.join(MODEL_NAMES)}")
     width: float = flag(0.25, "channel width multiplier (reduced for CPU runs; 1 for the paper)")
@@ -81,16 +79,15 @@ class CompareConfig:
     attack_steps: int = flag(10, "PGD steps")
     attack_step_size: float | None = flag(None, "PGD step size (auto: 2.5 eps / steps)")
     attack_norm: str = flag("linf", f"PGD norm: {', '.join(NORMS)}")
-    strategy: str = flag("auto", "how the seeds of an architecture train together: vmap, loop or auto")
     checkpoint_every: int = flag(5, "save an orbax checkpoint every this many epochs")
     zoo: str | None = flag(None, "directory of the zoo's checkpoints, one folder per architecture (default: "
                                  "<out>/checkpoints); complete ones with the same training settings are loaded, "
                                  "the others trained (or continued) and saved there")
-    out: str | None = flag(None, "output directory (default: runs/compare_representations/<timestamp>)")
-    resume: bool = flag(False, "continue the study in --out from its checkpoints")
-    overwrite: bool = flag(False, "replace the results in --out")
 
     def validate(self) -> None:
+        self.validate_data()
+        self.validate_devices()
+        self.validate_output()
         check_model_names(self.models)
         if len(set(self.models)) != len(self.models) or len(set(self.seeds)) != len(self.seeds):
             raise ValueError("models and seeds must not repeat")
@@ -109,19 +106,15 @@ class CompareConfig:
             raise ValueError("attack_eps must be > 0 and attack_steps >= 1")
         if self.attack_norm not in NORMS:
             raise ValueError(f"unknown attack norm {self.attack_norm!r}; choose one of {', '.join(NORMS)}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if self.resume and self.overwrite:
-            raise ValueError("choose one of --resume and --overwrite, not both")
-        self.training_config(self.models[0], 1, 1).validate()
+        self.training_config(self.models[0], 1).validate()
 
-    def training_config(self, model: str, steps: int, steps_per_epoch: int) -> PatternRateConfig:
-        """The settings that train every seed of `model` (clean data, one learning rate)."""
-        return PatternRateConfig(
-            dataset=self.dataset, data_dir=self.data_dir, train_size=self.train_size, model=model, width=self.width,
-            frequencies=(0.0,), correlations=(0.0,), learning_rates=(self.learning_rate,), schedule=self.schedule,
-            weight_decay=self.weight_decay, augment=self.augment, adversarial_eps=self.adversarial_eps,
-            steps=steps, batch_size=self.batch_size, eval_every=steps_per_epoch, seeds=self.seeds)
+    def training_config(self, model: str, steps_per_epoch: int) -> TrainConfig:
+        """How every seed of `model` trains (clean data, one learning rate)."""
+        return TrainConfig(model=model, width=self.width, schedule=self.schedule, weight_decay=self.weight_decay,
+                           augment=self.augment, adversarial_eps=self.adversarial_eps,
+                           steps=self.epochs * steps_per_epoch, batch_size=self.batch_size,
+                           eval_every=steps_per_epoch, checkpoint_every=steps_per_epoch * self.checkpoint_every,
+                           keep_checkpoints=2)
 
     def training_settings(self, model: str) -> dict[str, Any]:
         """What a loaded or continued zoo member must have been trained with (JSON-normalised)."""
@@ -150,31 +143,41 @@ def layer_at_depth(layer_names: Sequence[str], depth: float) -> str:
     return stages[max(0, math.ceil(depth * len(stages) - 1e-9) - 1)]
 
 
+def _summarise_net(spec: RunSpec, history: dict, stats: list, tracked: Any) -> dict[str, Any]:
+    return {**spec.grid, "steps": history["steps"], "clean_accuracy": history["clean_accuracy"],
+            "diverged": history["diverged"], "diverged_at_step": history["diverged_at_step"]}
+
+
 def train_zoo(config: CompareConfig, data: Dataset, zoo_dir: str | pathlib.Path, progress: bool = True,
               diverged: list[str] | None = None) -> list[Net]:
-    """Every architecture's seeds trained as one sweep (or loaded from `zoo_dir/<architecture>`).
+    """Every architecture's seeds trained as one study (or loaded from `zoo_dir/<architecture>`).
 
-    A run that diverged is left out of the zoo (its name appended to `diverged`)."""
+    Each architecture is its own study in its own folder, so zoos of different architecture lists
+    share members; a complete one is loaded, an interrupted one continues. A run that diverged is
+    left out of the zoo (its name appended to `diverged`)."""
     steps_per_epoch = len(data.train) // config.batch_size
     zoo_dir = pathlib.Path(zoo_dir).resolve()  # orbax wants absolute paths
     nets = []
     for architecture in config.models:
-        train_config = config.training_config(architecture, config.epochs * steps_per_epoch, steps_per_epoch)
-        manager = checkpoint_manager(zoo_dir / architecture, max_to_keep=2)
-        trained = train_seeds(train_config, data, settings=config.training_settings(architecture),
-                              strategy=config.strategy, manager=manager,
-                              checkpoint_every=steps_per_epoch * config.checkpoint_every, progress=progress,
-                              desc=f"train {architecture}")
-        manager.close()
-        for run, variables, history in zip(trained.runs, trained.variables(), trained.histories):
+        specs = [RunSpec(config.training_config(architecture, steps_per_epoch), seed, config.learning_rate,
+                         grid={"architecture": architecture, "seed": seed}) for seed in config.seeds]
+        with settings_errors():
+            study = Study.prepare(specs, data, config.sweep_options())
+        trained = study.run(zoo_dir / architecture, settings=config.training_settings(architecture), resume=True,
+                            summarise=_summarise_net, keep_checkpoints=2, keep_chunk_states=True,
+                            return_states=True, progress=progress, desc=f"train {architecture}")
+        model = study.trainer(0).model
+        for spec, state, history in zip(specs, trained.states, trained.histories):
             if history["diverged"]:
-                print(f"warning: {architecture} seed {run['seed']} diverged at step {history['diverged_at_step']} "
+                print(f"warning: {architecture} seed {spec.seed} diverged at step {history['diverged_at_step']} "
                       "and is left out of the comparison (lower --learning-rate)", file=sys.stderr)
                 if diverged is not None:
-                    diverged.append(f"{architecture}/{run['seed']}")
+                    diverged.append(f"{architecture}/{spec.seed}")
                 continue
-            nets.append(Net(f"{architecture}/{run['seed']}", architecture, run["seed"], trained.trainer.model,
-                            variables, float(history["clean_accuracy"][-1])))
+            variables = jax.device_put({"params": state.params,
+                                        **({"batch_stats": state.batch_stats} if state.batch_stats else {})})
+            nets.append(Net(f"{architecture}/{spec.seed}", architecture, spec.seed, model, variables,
+                            float(history["clean_accuracy"][-1])))
     return nets
 
 
@@ -306,19 +309,21 @@ def same_vs_cross(nets: list[Net], matrix: np.ndarray) -> dict[str, dict[str, An
 
 
 def _settings(config: CompareConfig) -> dict[str, Any]:
-    settings = dataclasses.asdict(config)
-    for key in ("out", "resume", "overwrite", "strategy", "zoo"):
-        settings.pop(key)
-    return json.loads(json.dumps(settings))
+    return {k: v for k, v in resumable_settings(config).items() if k != "zoo"}
 
 
 def run_compare(config: CompareConfig, workdir: str | pathlib.Path | None = None, *,
                 progress: bool = True) -> dict[str, Any]:
     """Trains or loads the zoo, compares every pair, writes results.json and the figures."""
-    config.validate()
-    data = load_study_data(config.training_config(config.models[0], 1, 1))
-    if len(data.train) < config.batch_size:
-        raise ValueError(f"batch size {config.batch_size} exceeds the {len(data.train)} training images")
+    with settings_errors():  # every check that can fail runs before --out is touched
+        config.validate()
+        data = config.load_data()
+        if len(data.train) < config.batch_size:
+            raise ValueError(f"batch size {config.batch_size} exceeds the {len(data.train)} training images")
+        steps_per_epoch = len(data.train) // config.batch_size
+        for architecture in config.models:
+            Study.prepare([RunSpec(config.training_config(architecture, steps_per_epoch), seed, config.learning_rate)
+                           for seed in config.seeds], data, config.sweep_options())
     out = prepare_output_dir(workdir or config.out or default_out_dir("compare_representations"),
                              resume=config.resume, overwrite=config.overwrite)
     zoo_dir = pathlib.Path(config.zoo) if config.zoo else out / CHECKPOINT_DIR

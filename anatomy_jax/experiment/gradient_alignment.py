@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy.stats import spearmanr
-from tqdm.auto import tqdm
 
-from anatomy_jax.experiment.outputs import RESULTS_FILE, default_out_dir, environment, prepare_output_dir, write_json
-from anatomy_jax.experiment.pattern_rate import (PatternRateConfig, load_study_data, make_trainer, prepare_run,
-                                                  summarise_run)
+from anatomy_jax.experiment.options import resumable_settings
+from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
+                                            prepare_output_dir, write_json)
+from anatomy_jax.experiment.pattern_rate import PatternRateConfig, prepare_study, summarise_run
 from anatomy_jax.probes import GROUP_NAMES, GradientProbe
-from anatomy_jax.train import train_loop
 
 # Early statistics tested as predictors: (results key, group index, description). Group 1 holds
 # the patterned images labelled with the target, the ones that teach the pattern-target link.
@@ -51,7 +48,7 @@ class GradientAlignmentConfig(PatternRateConfig):
     steps: int = dataclasses.field(default=300, metadata={"help": "training steps per run"})
     eval_every: int | None = dataclasses.field(default=10, metadata={
         "help": "evaluate and probe every this many steps"})
-    checkpoint_every: int = dataclasses.field(default=0, metadata={"help": "unused here (runs are short)"})
+    checkpoint_every: int = dataclasses.field(default=0, metadata={"help": "checkpoint every this many steps (0 = only at the end; --resume is not supported here)"})
     early_step: int = dataclasses.field(default=10, metadata={
         "help": "the step whose probe values are used to predict acquisition (must be an evaluation step)"})
     probe_size: int = dataclasses.field(default=256, metadata={
@@ -110,27 +107,29 @@ def verdict(analysis: dict[str, Any]) -> str:
 def run_gradient_alignment(config: GradientAlignmentConfig, workdir: str | pathlib.Path | None = None, *,
                            progress: bool = True) -> dict[str, Any]:
     """Trains the grid with probes; writes results.json and the figures; returns the results."""
-    config.validate()
-    data = load_study_data(config)
-    config.pattern_spec(data.image_shape).validate(data.image_shape)
+    data, study = prepare_study(config)
     out = prepare_output_dir(workdir or config.out or default_out_dir("gradient_alignment"), resume=False,
                              overwrite=config.overwrite)
-    trainer = make_trainer(config, data)
-    images = jnp.asarray(data.train.images)
-    results = {"config": dataclasses.asdict(config), **environment(), "group_names": list(GROUP_NAMES), "runs": []}
-    grid = config.grid()
-    for run in tqdm(grid, desc="gradient_alignment", unit="run", disable=not progress):
-        started = time.time()
-        run_data, stats, state = prepare_run(config, trainer, data, images, run)
-        probe = GradientProbe(trainer, run_data, jax.random.fold_in(jax.random.key(run["seed"]), 7),
+    results = {"config": dataclasses.asdict(config), **environment(), "group_names": list(GROUP_NAMES),
+               "runs": study.pending_entries()}
+
+    def tracking(trainer, specs, prepared, params, restored):
+        return [GradientProbe(trainer, p.data, jax.random.fold_in(jax.random.key(spec.seed), 7),
                               probe_size=config.probe_size, chunk_size=config.chunk_size)
-        _, history = train_loop(trainer, state, run_data, steps=config.steps, eval_every=config.eval_interval,
-                                observers=[probe])
-        summary = summarise_run(run, history, stats, config.acquisition_threshold)
-        summary["probes"] = probe.records
-        summary["wall_time_s"] = round(time.time() - started, 3)
-        results["runs"].append(summary)
+                for spec, p in zip(specs, prepared)]
+
+    def summarise(spec, history, stats, probes):
+        return {**summarise_run(spec, history, stats, threshold=config.acquisition_threshold), "probes": probes}
+
+    def update(entries: list[dict]) -> None:
+        results["runs"] = entries
         write_json(out / RESULTS_FILE, results)
+
+    def start(sweep: dict, resumed_from: dict | None) -> None:
+        results["sweep"] = sweep
+
+    study.run(out / CHECKPOINT_DIR, settings=resumable_settings(config), summarise=summarise, tracking=tracking,
+              keep_checkpoints=1, on_start=start, on_update=update, progress=progress, desc="gradient_alignment")
     results["analysis"] = analyse(results, config.early_step, config.steps)
     results["verdict"] = verdict(results["analysis"])
     from anatomy_jax.plots.gradient_alignment import plot_all

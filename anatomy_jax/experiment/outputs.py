@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import platform
 import shutil
 import sys
-import tempfile
 import time
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
+from anatomy_jax.utils.errors import SettingsError
+from anatomy_jax.utils.serialize import json_matrix, matrix_from_json, write_json  # noqa: F401 (re-exported)
 
 RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
-class OutputExistsError(ValueError):
+class OutputExistsError(SettingsError):
     """The output directory already holds results and neither resume nor overwrite was asked for."""
 
 
@@ -51,30 +50,6 @@ def prepare_output_dir(out: str | os.PathLike, *, resume: bool, overwrite: bool,
             png.unlink()
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def write_json(path: str | os.PathLike, payload: Any) -> None:
-    """Writes strict JSON (NaN/inf refused) through a temporary file and an atomic rename."""
-    path = pathlib.Path(path)
-    text = json.dumps(payload, indent=1, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def json_matrix(matrix: Any) -> list[list[float | None]]:
-    """A 2-D array as JSON rows, NaN and inf as None (strict JSON has neither)."""
-    return [[float(v) if np.isfinite(v) else None for v in row] for row in np.asarray(matrix, float)]
-
-
-def matrix_from_json(rows: Sequence[Sequence[float | None]]) -> np.ndarray:
-    """The inverse of `json_matrix`: JSON rows as a float array, None as NaN."""
-    return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
 
 
 def environment() -> dict[str, Any]:

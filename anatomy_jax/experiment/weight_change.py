@@ -1,33 +1,34 @@
 """Relative weight change per layer over training, and its clusters (seed 003).
 
-For each model, its seeds train together as one sweep (`anatomy_jax.train.sweep`) with
-constant-learning-rate SGD (momentum 0.9); one RWC tracker per run records the RWC of every
-weight tensor once per epoch (layers in depth order), and orbax checkpoints under
-`checkpoints/<model>/<step>/` hold the states and RWC histories (`--resume` continues from them).
-RWC is averaged over seeds, then the layers x epochs matrix is cleaned and clustered
-(WeightScale). Optionally on poisoned data (`frequency` > 0) to compare clean and poisoned
-dynamics. `run_weight_change(config, workdir)` runs what
+Every model x seed trains in one study (`anatomy_jax.experiment.study`: the seeds of a model as
+one sweep, models one after another) with constant-learning-rate SGD (momentum 0.9); one RWC
+tracker per run records the RWC of every weight tensor once per epoch (layers in depth order), and
+the study's orbax checkpoints in `checkpoints/<step>/` hold the states and RWC histories
+(`--resume` continues from them). RWC is averaged over seeds, then the layers x epochs matrix is
+cleaned and clustered (WeightScale). Optionally on poisoned data (`frequency` > 0) to compare
+clean and poisoned dynamics. `run_weight_change(config, workdir)` runs what
 `experiments/weight_change.py` runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
+import sys
 from typing import Any
 
 import numpy as np
-import orbax.checkpoint as ocp
 
-from anatomy_jax.data import DATASET_NAMES, Dataset
+from anatomy_jax.data import Dataset
 from anatomy_jax.dynamics import MODES, RWCTracker, cluster_layers, depth_order
+from anatomy_jax.experiment.options import DataOptions, DeviceOptions, OutputOptions, resumable_settings
 from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
                                             json_matrix, matrix_from_json, prepare_output_dir, write_json)
-from anatomy_jax.experiment.pattern_rate import PatternRateConfig, flag, load_study_data
-from anatomy_jax.experiment.seeds import train_seeds
+from anatomy_jax.experiment.study import Study, describe_layout
 from anatomy_jax.models import MODEL_NAMES, check_model_names
-from anatomy_jax.train import STRATEGIES, checkpoint_manager, per_run
+from anatomy_jax.poison import PatternSpec, PoisonSpec
+from anatomy_jax.train import RunSpec, TrainConfig
+from anatomy_jax.utils import flag, settings_errors
 
 # The paper's constant learning rates and weight decays (Agrawal et al. 2020; SGD, momentum 0.9).
 # AlexNet's is not in the text available here: 0.01 / 5e-4 is an inferred choice.
@@ -36,12 +37,9 @@ DEFAULT_SETTINGS = (0.05, 5e-4)
 
 
 @dataclasses.dataclass(frozen=True)
-class WeightChangeConfig:
+class WeightChangeConfig(OutputOptions, DeviceOptions, DataOptions):
     """Settings of the weight-change study; defaults suit digits on 2 CPU cores (a few minutes)."""
 
-    dataset: str = flag("digits", f"dataset: {', '.join(DATASET_NAMES)} or npz:PATH")
-    data_dir: str | None = flag(None, "tfds data directory holding prepared datasets")
-    train_size: int = flag(0, "use only this many training images (0 = all)")
     models: tuple[str, ...] = flag(("cnn", "vgg11", "resnet18"), f"architectures: {', '.join(MODEL_NAMES)}")
     width: float = flag(0.25, "channel width multiplier (reduced for CPU runs; 1 for the paper)")
     epochs: int = flag(20, "training epochs (RWC is recorded once per epoch)")
@@ -58,14 +56,12 @@ class WeightChangeConfig:
     max_k: int = flag(10, "largest k tried by k-means")
     drop_first_last: bool = flag(False, "drop the first and last layer before clustering")
     outlier_std: float = flag(2.0, "replace values beyond this many standard deviations by the layer mean")
-    strategy: str = flag("auto", "how the seeds of a model train together: vmap, loop or auto (loop on CPU, "
-                                 "vmap on GPU/TPU)")
     checkpoint_every: int = flag(5, "save an orbax checkpoint (state and RWC history) every this many epochs")
-    out: str | None = flag(None, "output directory (default: runs/weight_change/<timestamp>)")
-    resume: bool = flag(False, "continue the study in --out from its checkpoints")
-    overwrite: bool = flag(False, "replace the results in --out")
 
     def validate(self) -> None:
+        self.validate_data()
+        self.validate_devices()
+        self.validate_output()
         check_model_names(self.models)
         if self.mode not in MODES:
             raise ValueError(f"unknown RWC mode {self.mode!r}; choose one of {', '.join(MODES)}")
@@ -77,69 +73,78 @@ class WeightChangeConfig:
             raise ValueError("max_k must be >= 1 and outlier_std > 0")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1 epoch, got {self.checkpoint_every}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if self.resume and self.overwrite:
-            raise ValueError("choose one of --resume and --overwrite, not both")
 
-    def training_config(self, model: str, steps: int, steps_per_epoch: int) -> PatternRateConfig:
-        """The pattern-rate settings that train `model` for this study (one run, constant LR)."""
-        lr, wd = PAPER_SETTINGS.get(model, DEFAULT_SETTINGS)
-        return PatternRateConfig(
-            dataset=self.dataset, data_dir=self.data_dir, train_size=self.train_size, model=model, width=self.width,
-            frequencies=(self.frequency,), correlations=(self.correlation,),
-            learning_rates=(self.learning_rate if self.learning_rate is not None else lr,),
-            weight_decay=self.weight_decay if self.weight_decay is not None else wd, momentum=self.momentum,
-            augment=self.augment, steps=steps, batch_size=self.batch_size, eval_every=steps_per_epoch,
-            seeds=self.seeds)
+    def training_config(self, model: str, steps_per_epoch: int) -> TrainConfig:
+        """How `model` trains in this study (constant learning rate, evaluated once per epoch)."""
+        wd = self.weight_decay if self.weight_decay is not None else PAPER_SETTINGS.get(model, DEFAULT_SETTINGS)[1]
+        return TrainConfig(model=model, width=self.width, momentum=self.momentum, weight_decay=wd,
+                           augment=self.augment, steps=self.epochs * steps_per_epoch, batch_size=self.batch_size,
+                           eval_every=steps_per_epoch, checkpoint_every=steps_per_epoch * self.checkpoint_every,
+                           keep_checkpoints=2)
+
+    def learning_rate_of(self, model: str) -> float:
+        return self.learning_rate if self.learning_rate is not None else PAPER_SETTINGS.get(model, DEFAULT_SETTINGS)[0]
+
+    def run_specs(self, data: Dataset, models: tuple[str, ...] | None = None) -> list[RunSpec]:
+        """Model x seed (seeds of a model consecutive, so each model's seeds form one sweep)."""
+        steps_per_epoch = len(data.train) // self.batch_size
+        if steps_per_epoch < 1:
+            raise ValueError(f"batch size {self.batch_size} exceeds the {len(data.train)} training images")
+        poisons = ()
+        if self.frequency > 0:
+            size = 2 if min(data.image_shape[:2]) < 16 else 3
+            poisons = (PoisonSpec(PatternSpec("checkerboard", size), 0, self.frequency, self.correlation),)
+        return [RunSpec(self.training_config(model, steps_per_epoch), seed, self.learning_rate_of(model), poisons,
+                        grid={"model": model, "seed": seed})
+                for model in (models or self.models) for seed in self.seeds]
 
 
-def _settings(config: WeightChangeConfig) -> dict[str, Any]:
-    """What a resumed study must share with the one it continues (JSON-normalised)."""
-    settings = dataclasses.asdict(config)
-    for key in ("out", "resume", "overwrite", "strategy"):
-        settings.pop(key)
-    return json.loads(json.dumps(settings))
+def _summarise(mode: str, layer_names: dict[str, tuple[str, ...]]):
+    """The results entry of one run: per-epoch RWC (layers in depth order) and accuracy curve."""
+
+    def summarise(spec: RunSpec, history: dict, stats: list, tracked: Any) -> dict[str, Any]:
+        layers, matrix = RWCTracker.restore(mode, tracked or [], None).matrix()
+        order = depth_order(layers, layer_names[spec.config.model])
+        matrix = matrix[[layers.index(name) for name in order]] if layers else matrix
+        asr = history.get("attack_success_rate")
+        return {"model": spec.config.model, "seed": spec.seed, "learning_rate": spec.learning_rate,
+                "weight_decay": spec.config.weight_decay, "layers": order, "rwc": json_matrix(matrix),
+                "epochs": list(range(1, matrix.shape[1] + 1)), "clean_accuracy": history["clean_accuracy"],
+                "attack_success_rate": [None if a is None else a[0] for a in asr] if asr else None,
+                "diverged": history["diverged"]}
+
+    return summarise
 
 
-def train_model_rwc(config: WeightChangeConfig, data: Dataset, model: str,
-                    manager: ocp.CheckpointManager | None = None, progress: bool = False) -> list[dict[str, Any]]:
-    """Trains one model with every seed as one sweep (one RWC tracker per run); returns one record
-    per seed: per-epoch RWC (layers in depth order), accuracy curve, learning rate.
-
-    With a checkpoint `manager`, the sweep and its RWC histories are saved every
-    `checkpoint_every` epochs and at the end, and training continues from the newest checkpoint.
-    """
-    steps_per_epoch = len(data.train) // config.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"batch size {config.batch_size} exceeds the {len(data.train)} training images")
-    train_config = config.training_config(model, config.epochs * steps_per_epoch, steps_per_epoch)
-    trackers: list[RWCTracker] = []
-
-    def tracking(params, restored):
+def _tracking(mode: str):
+    def tracking(trainer, specs, prepared, params, restored):
         if restored is None:
-            trackers[:] = [RWCTracker(config.mode, initial_params=p) for p in params]
-        else:  # continue each run's history from the checkpointed parameters
-            trackers[:] = [RWCTracker.restore(config.mode, records, p) for records, p in zip(restored["rwc"], params)]
-        return [per_run(trackers)], lambda: {"rwc": [t.records() for t in trackers]}
+            return [RWCTracker(mode, initial_params=p) for p in params]
+        return [RWCTracker.restore(mode, records, p) for records, p in zip(restored, params)]
 
-    trained = train_seeds(train_config, data, settings=_settings(config), strategy=config.strategy, manager=manager,
-                          checkpoint_every=steps_per_epoch * config.checkpoint_every, tracking=tracking,
-                          progress=progress, desc=f"weight_change {model}")
-    trainer, grid, histories, strategy = trained.trainer, trained.runs, trained.histories, trained.strategy
-    records = []
-    for run, tracker, history in zip(grid, trackers, histories):
-        layers, matrix = tracker.matrix()
-        order = depth_order(layers, trainer.model.layer_names)
-        matrix = matrix[[layers.index(name) for name in order]]
-        records.append({
-            "model": model, "seed": run["seed"], "learning_rate": run["learning_rate"],
-            "weight_decay": train_config.weight_decay, "layers": order,
-            "rwc": json_matrix(matrix),
-            "epochs": list(range(1, matrix.shape[1] + 1)), "clean_accuracy": history["clean_accuracy"],
-            "attack_success_rate": [a[0] for a in history["attack_success_rate"]], "diverged": history["diverged"],
-            "strategy": strategy})
-    return records
+    return tracking
+
+
+def train_models_rwc(config: WeightChangeConfig, data: Dataset, models: tuple[str, ...] | None = None,
+                     checkpoint_dir: str | pathlib.Path | None = None, progress: bool = False,
+                     on_start=None, on_update=None, study: Study | None = None) -> list[dict[str, Any]]:
+    """Trains every model x seed (one RWC tracker per run); returns one record per run: per-epoch
+    RWC (layers in depth order), accuracy curve, learning rate. With `checkpoint_dir`, the study
+    checkpoints there and `config.resume` continues from it."""
+    if study is None:
+        with settings_errors():
+            study = Study.prepare(config.run_specs(data, models), data, config.sweep_options())
+    layer_names = {c.model: t.model.layer_names for c, t in study.trainers.items()}
+    outcome = study.run(checkpoint_dir, settings=resumable_settings(config), resume=config.resume,
+                        summarise=_summarise(config.mode, layer_names), keep_checkpoints=2,
+                        tracking=_tracking(config.mode), on_start=on_start, on_update=on_update,
+                        progress=progress, desc="weight_change")
+    return outcome.entries
+
+
+def train_model_rwc(config: WeightChangeConfig, data: Dataset, model: str) -> list[dict[str, Any]]:
+    """The records of one model's seeds (no checkpoints)."""
+    return train_models_rwc(config, data, (model,))
 
 
 def _mean_over_seeds(records: list[dict]) -> np.ndarray:
@@ -151,30 +156,40 @@ def _mean_over_seeds(records: list[dict]) -> np.ndarray:
 def run_weight_change(config: WeightChangeConfig, workdir: str | pathlib.Path | None = None, *,
                       progress: bool = True) -> dict[str, Any]:
     """Trains every model x seed, aggregates and clusters, writes results.json and the figures."""
-    config.validate()
-    probe = config.training_config(config.models[0], 1, 1)
-    probe.validate()
-    data = load_study_data(probe)
+    with settings_errors():  # every check that can fail runs before --out is touched
+        config.validate()
+        data = config.load_data()
+        study = Study.prepare(config.run_specs(data), data, config.sweep_options())
     out = prepare_output_dir(workdir or config.out or default_out_dir("weight_change"), resume=config.resume,
                              overwrite=config.overwrite)
     results = {"config": dataclasses.asdict(config), **environment(),
                "dataset": {"name": data.name, "train_images": len(data.train), "image_shape": list(data.image_shape)},
-               "models": {}}
+               "resumed_from_step": None, "runs": [], "models": {}}
+
+    def start(sweep: dict, resumed_from: dict | None) -> None:
+        results["sweep"] = sweep
+        if resumed_from is not None:
+            results["resumed_from_step"], results["resumed_from_chunk"] = resumed_from["step"], resumed_from["chunk"]
+        if progress:
+            print(describe_layout(sweep, len(config.models) * len(config.seeds)), file=sys.stderr)
+
+    def update(entries: list[dict]) -> None:
+        results["runs"] = entries
+        write_json(out / RESULTS_FILE, results)
+
+    records = train_models_rwc(config, data, checkpoint_dir=out / CHECKPOINT_DIR, progress=progress,
+                               on_start=start, on_update=update, study=study)
     for model in config.models:
-        manager = checkpoint_manager(out / CHECKPOINT_DIR / model, max_to_keep=2)
-        records = train_model_rwc(config, data, model, manager, progress)
-        manager.close()
-        mean = _mean_over_seeds(records)
-        layers = records[0]["layers"]
+        runs = [r for r in records if r["model"] == model]
+        mean = _mean_over_seeds(runs)
+        layers = runs[0]["layers"]
         clusters = cluster_layers(mean, layers, max_k=config.max_k, drop_first_last=config.drop_first_last,
                                   outlier_std=config.outlier_std, seed=0) if len(layers) > 3 else None
         results["models"][model] = {
-            "layers": layers, "learning_rate": records[0]["learning_rate"],
-            "weight_decay": records[0]["weight_decay"],
+            "layers": layers, "learning_rate": runs[0]["learning_rate"], "weight_decay": runs[0]["weight_decay"],
             "mean_rwc": json_matrix(mean),
-            "final_clean_accuracy": float(np.mean([r["clean_accuracy"][-1] or 0.0 for r in records])),
-            "runs": records, "clusters": clusters}
-        write_json(out / RESULTS_FILE, results)
+            "final_clean_accuracy": float(np.mean([r["clean_accuracy"][-1] or 0.0 for r in runs])),
+            "runs": runs, "clusters": clusters}
     from anatomy_jax.plots.weight_change import plot_all
 
     results["figures"] = plot_all(results, out)

@@ -5,13 +5,10 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from anatomy_jax.experiment.outputs import matrix_from_json  # noqa: E402
+from anatomy_jax.plots.figure import subplots
+from anatomy_jax.utils.serialize import matrix_from_json
 
 TITLES = {"cka": "linear CKA", "pwcca": "PWCCA (row's weights)", "procrustes": "Procrustes distance",
           "r2": "R² of the ridge map row → column", "stitched_accuracy": "stitched accuracy (row → column)",
@@ -22,7 +19,7 @@ def heatmap(matrix: np.ndarray, names: list[str], title: str, path: pathlib.Path
             vmax: float | None = None, cmap: str = "viridis") -> None:
     """An M x M matrix with row/column net names and each value written in its cell."""
     m = len(names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * m, 0.8 + 0.5 * m), layout="constrained")
+    fig, ax = subplots(figsize=(1.0 + 0.55 * m, 0.8 + 0.5 * m), layout="constrained")
     image = ax.imshow(np.ma.masked_invalid(matrix), vmin=vmin, vmax=vmax, cmap=cmap)
     ax.set_xticks(range(m), names, rotation=90, fontsize=7)
     ax.set_yticks(range(m), names, fontsize=7)
@@ -36,7 +33,6 @@ def heatmap(matrix: np.ndarray, names: list[str], title: str, path: pathlib.Path
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, shrink=0.8)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_similarity_vs_transfer(results: dict[str, Any], depth: str, path: pathlib.Path) -> None:
@@ -46,7 +42,7 @@ def plot_similarity_vs_transfer(results: dict[str, Any], depth: str, path: pathl
     transfer = matrix_from_json(results["adversarial"]["transfer"])
     archs = [n["architecture"] for n in results["nets"]]
     metrics = list(d["spearman_vs_transfer"])
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False, layout="constrained")
+    fig, axes = subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False, layout="constrained")
     off = ~np.eye(len(archs), dtype=bool)
     same = np.array([[a == b for b in archs] for a in archs]) & off
     for ax, metric in zip(axes[0], metrics):
@@ -61,7 +57,6 @@ def plot_similarity_vs_transfer(results: dict[str, Any], depth: str, path: pathl
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"representation similarity (depth {depth}) vs adversarial transfer", fontsize=10)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_same_vs_cross(results: dict[str, Any], depth: str, path: pathlib.Path) -> None:
@@ -69,7 +64,7 @@ def plot_same_vs_cross(results: dict[str, Any], depth: str, path: pathlib.Path) 
     over different-architecture pairs (the ResNeXt claim)."""
     d = results["depths"][depth]
     panels = {**d["same_vs_cross"], "transfer": results["same_vs_cross_transfer"]}
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False, layout="constrained")
+    fig, axes = subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False, layout="constrained")
     for ax, (metric, per_arch) in zip(axes[0], panels.items()):
         archs = list(per_arch)
         x = np.arange(len(archs))
@@ -82,7 +77,6 @@ def plot_same_vs_cross(results: dict[str, Any], depth: str, path: pathlib.Path) 
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"same architecture vs different architecture (depth {depth})", fontsize=10)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_all(results: dict[str, Any], out: pathlib.Path) -> list[str]:

@@ -6,10 +6,9 @@ import pathlib
 from typing import Any
 
 import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from anatomy_jax.plots.figure import subplots
 
 _OVER_TIME = (
     ("attack_success_rate", None, "attack success rate"),
@@ -37,8 +36,8 @@ def plot_over_time(results: dict[str, Any], path: pathlib.Path) -> None:
     runs = results["runs"]
     lrs = sorted({r["learning_rate"] for r in runs})
     combos = sorted({(r["frequency"], r["correlation"]) for r in runs})
-    colors = dict(zip(combos, plt.cm.viridis(np.linspace(0, 0.9, len(combos)))))
-    fig, axes = plt.subplots(len(lrs), len(_OVER_TIME), figsize=(3.4 * len(_OVER_TIME), 2.9 * len(lrs)),
+    colors = dict(zip(combos, matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(combos)))))
+    fig, axes = subplots(len(lrs), len(_OVER_TIME), figsize=(3.4 * len(_OVER_TIME), 2.9 * len(lrs)),
                              squeeze=False, layout="constrained")
     for row, lr in enumerate(lrs):
         for col, (key, index, label) in enumerate(_OVER_TIME):
@@ -53,7 +52,6 @@ def plot_over_time(results: dict[str, Any], path: pathlib.Path) -> None:
             ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_predictors(results: dict[str, Any], path: pathlib.Path) -> None:
@@ -62,7 +60,7 @@ def plot_predictors(results: dict[str, Any], path: pathlib.Path) -> None:
     analysis = results["analysis"]
     steps = results["config"]["steps"]
     predictors = analysis["predictors"]
-    fig, axes = plt.subplots(1, len(predictors), figsize=(3.6 * len(predictors), 3.4), squeeze=False,
+    fig, axes = subplots(1, len(predictors), figsize=(3.6 * len(predictors), 3.4), squeeze=False,
                              layout="constrained")
     for ax, p in zip(axes[0], predictors):
         x = np.asarray(p["values"])
@@ -78,7 +76,6 @@ def plot_predictors(results: dict[str, Any], path: pathlib.Path) -> None:
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_all(results: dict[str, Any], out: str | pathlib.Path) -> list[str]:

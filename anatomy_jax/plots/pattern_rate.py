@@ -8,12 +8,10 @@ from collections import defaultdict
 from typing import Any
 
 import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from anatomy_jax.experiment.outputs import matrix_from_json  # noqa: E402
+from anatomy_jax.plots.figure import subplots
+from anatomy_jax.utils.serialize import matrix_from_json
 
 
 def _curve_stats(runs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -38,8 +36,8 @@ def plot_curves(results: dict[str, Any], path: pathlib.Path) -> None:
     runs = results["runs"]
     lrs = sorted({r["learning_rate"] for r in runs})
     combos = sorted({(r["frequency"], r["correlation"]) for r in runs})
-    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(combos), 1)))
-    fig, axes = plt.subplots(2, len(lrs), figsize=(4.5 * len(lrs), 7), squeeze=False, sharex=True)
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, max(len(combos), 1)))
+    fig, axes = subplots(2, len(lrs), figsize=(4.5 * len(lrs), 7), squeeze=False, sharex=True)
     groups = _by(runs, "learning_rate", "frequency", "correlation")
     for col, lr in enumerate(lrs):
         for color, (f, c) in zip(colors, combos):
@@ -62,7 +60,6 @@ def plot_curves(results: dict[str, Any], path: pathlib.Path) -> None:
     fig.suptitle(f"{results['config']['model']} on {results['dataset']['name']}: pattern acquisition")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_acquisition(results: dict[str, Any], path: pathlib.Path) -> None:
@@ -76,7 +73,7 @@ def plot_acquisition(results: dict[str, Any], path: pathlib.Path) -> None:
     corrs = sorted({r["correlation"] for r in runs})
     groups = _by(runs, "learning_rate", "frequency", "correlation")
     max_step = max((max(r["steps"]) for r in runs if r["steps"]), default=1)
-    fig, axes = plt.subplots(1, len(lrs), figsize=(1.3 * len(corrs) * len(lrs) + 3, 0.7 * len(freqs) + 2),
+    fig, axes = subplots(1, len(lrs), figsize=(1.3 * len(corrs) * len(lrs) + 3, 0.7 * len(freqs) + 2),
                              squeeze=False, layout="constrained")
     for ax, lr in zip(axes[0], lrs):
         grid = np.full((len(freqs), len(corrs)), np.nan)
@@ -106,7 +103,6 @@ def plot_acquisition(results: dict[str, Any], path: pathlib.Path) -> None:
         ax.set_title(f"learning rate {lr:g}")
     fig.colorbar(image, ax=axes[0].tolist(), label="acquisition step (ASR >= threshold)")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_all(results: dict[str, Any], out: str | pathlib.Path) -> list[str]:

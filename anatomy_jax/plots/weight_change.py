@@ -6,16 +6,14 @@ import pathlib
 from typing import Any
 
 import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from anatomy_jax.experiment.outputs import matrix_from_json  # noqa: E402
+from anatomy_jax.plots.figure import subplots
+from anatomy_jax.utils.serialize import matrix_from_json
 
 
 def _panels(n: int, width: float = 4.5, height: float = 3.6):
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False, layout="constrained")
+    fig, axes = subplots(1, n, figsize=(width * n, height), squeeze=False, layout="constrained")
     return fig, axes[0]
 
 
@@ -25,7 +23,7 @@ def plot_rwc_per_layer(results: dict[str, Any], path: pathlib.Path) -> None:
     fig, axes = _panels(len(models))
     for ax, (name, m) in zip(axes, models.items()):
         rwc = matrix_from_json(m["mean_rwc"])
-        colors = plt.cm.viridis(np.linspace(0, 1, len(rwc)))
+        colors = matplotlib.colormaps["viridis"](np.linspace(0, 1, len(rwc)))
         epochs = np.arange(1, rwc.shape[1] + 1)
         for row, color in zip(rwc, colors):
             ax.plot(epochs, row, color=color, linewidth=1)
@@ -35,7 +33,6 @@ def plot_rwc_per_layer(results: dict[str, Any], path: pathlib.Path) -> None:
         ax.set_ylabel("relative weight change")
         ax.grid(alpha=0.3)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_rwc_by_depth(results: dict[str, Any], path: pathlib.Path) -> None:
@@ -55,7 +52,6 @@ def plot_rwc_by_depth(results: dict[str, Any], path: pathlib.Path) -> None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_scree(results: dict[str, Any], path: pathlib.Path) -> None:
@@ -72,7 +68,6 @@ def plot_scree(results: dict[str, Any], path: pathlib.Path) -> None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_clusters(results: dict[str, Any], path: pathlib.Path) -> None:
@@ -90,7 +85,6 @@ def plot_clusters(results: dict[str, Any], path: pathlib.Path) -> None:
         ax.set_ylabel(f"PC2 ({ev[1]:.0%})")
         ax.set_title(f"{name}: k = {c['k']}")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_all(results: dict[str, Any], out: str | pathlib.Path) -> list[str]:

@@ -1,5 +1,7 @@
-"""Patterns, poison specs with exact frequency/correlation, and pure stamping."""
+"""Patterns, poison specs with exact frequency/correlation, pure stamping and backdoor metrics."""
 
+from anatomy_jax.poison.metrics import (BackdoorInputs, BackdoorMetrics, acquisition_step, attack_hits,
+                                        attack_success_rate, backdoor_inputs, reliance, reliance_sum, target_margin)
 from anatomy_jax.poison.patterns import (
     LOCATIONS,
     PATTERN_KINDS,
@@ -12,6 +14,8 @@ from anatomy_jax.poison.patterns import (
 from anatomy_jax.poison.poisoning import PoisonPlan, PoisonSpec, clean_plan, plan_poison, poison_images
 
 __all__ = [
-    "LOCATIONS", "PATTERN_KINDS", "Patterns", "PatternSpec", "PoisonPlan", "PoisonSpec", "clean_plan",
-    "image_offsets", "make_patterns", "plan_poison", "poison_images", "stamp",
+    "LOCATIONS", "PATTERN_KINDS", "BackdoorInputs", "BackdoorMetrics", "Patterns", "PatternSpec", "PoisonPlan",
+    "PoisonSpec", "acquisition_step", "attack_hits", "attack_success_rate", "backdoor_inputs", "clean_plan",
+    "image_offsets", "make_patterns", "plan_poison", "poison_images", "reliance", "reliance_sum", "stamp",
+    "target_margin",
 ]

@@ -129,6 +129,9 @@ def make_patterns(specs: list[PatternSpec] | tuple[PatternSpec, ...], image_shap
         alphas.append(spec.opacity)
         additive.append(1.0 if spec.kind == "noise" else 0.0)
         offsets.append(max_offset)
+    if not specs:  # no pattern (clean training): K = 0, and `stamp` leaves images untouched
+        return Patterns(jnp.zeros((0, h, w, c)), jnp.zeros((0, h, w, 1)), jnp.zeros((0,)), jnp.zeros((0,)),
+                        jnp.zeros((0, 2), jnp.int32))
     return Patterns(jnp.asarray(np.stack(images)), jnp.asarray(np.stack(masks)),
                     jnp.asarray(alphas, jnp.float32), jnp.asarray(additive, jnp.float32),
                     jnp.asarray(offsets, jnp.int32))
@@ -157,6 +160,8 @@ def stamp(images: jax.Array, pattern_ids: jax.Array, offsets: jax.Array, pattern
     chex.assert_shape(offsets, (images.shape[0], 2))
     if patterns.image.shape[1:] != images.shape[1:]:
         raise ValueError(f"patterns are for images {patterns.image.shape[1:]}, got images {images.shape[1:]}")
+    if patterns.image.shape[0] == 0:
+        return images
 
     def one(x, pid, off):
         k = jnp.maximum(pid, 0)

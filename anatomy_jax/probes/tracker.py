@@ -20,8 +20,9 @@ import numpy as np
 
 from anatomy_jax.poison.patterns import stamp
 from anatomy_jax.probes.gradients import gradient_alignment, model_loss_fn, per_example_grads, saliency_mass
-from anatomy_jax.train.loop import RunData
-from anatomy_jax.train.steps import Trainer, TrainState, to_float
+from anatomy_jax.train.runs import RunData
+from anatomy_jax.train.evaluation import to_float
+from anatomy_jax.train.steps import Trainer, TrainState
 
 GROUP_NAMES = ("clean", "pattern_target", "pattern_other")
 
@@ -39,13 +40,16 @@ def _probe(trainer: Trainer, chunk_size: int | None, params, batch_stats, opt_st
 
 
 class GradientProbe:
-    """Observer for `train_loop`: `records` holds one dict of probe values per evaluation step."""
+    """Observer for `train_loop`: `records()` holds one dict of probe values per evaluation step."""
 
     def __init__(self, trainer: Trainer, data: RunData, key: jax.Array, *, probe_size: int = 256,
                  saliency_size: int = 128, chunk_size: int | None = 32, target: int | None = None):
         plan = data.plan
         carries = np.asarray(plan.pattern_id) == 0
-        target = int(data.targets[0]) if target is None else target
+        backdoor = data.backdoor
+        if backdoor is None:
+            raise ValueError("the gradient probe needs a poisoned run (its data has no pattern)")
+        target = int(backdoor.targets[0]) if target is None else target
         rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).sum().item())
         # Half the probe batch carries the pattern (all of them if fewer), the rest is clean.
         with_pattern = np.flatnonzero(carries)
@@ -58,17 +62,17 @@ class GradientProbe:
         pid = np.asarray(plan.pattern_id)[np.asarray(idx)]
         self.groups = jnp.asarray(np.where(pid < 0, 0, np.where(relabelled, 1, 2)), jnp.int32)
         # Saliency on stamped non-target test images, mask = where the pattern sits.
-        ev = data.eval_data
+        ev = data.test
         test_images = ev.images.reshape(-1, *ev.images.shape[2:])
         test_labels = ev.labels.reshape(-1)
-        offsets = ev.offsets[0].reshape(-1, 2)
+        offsets = backdoor.offsets[0].reshape(-1, 2)
         keep = np.flatnonzero((np.asarray(test_labels) != target) & np.asarray(ev.valid.reshape(-1)))[:saliency_size]
         self.test_x = stamp(to_float(test_images[keep]), jnp.zeros(len(keep), jnp.int32), offsets[keep], data.patterns)
         self.test_y = test_labels[keep]
         self.test_mask = jax.vmap(lambda o: jnp.roll(data.patterns.mask[0], (o[0], o[1]), axis=(0, 1)))(offsets[keep])
         self.trainer = trainer
         self.chunk_size = chunk_size
-        self.records: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []
 
     def __call__(self, step: int, state: TrainState, metrics: dict) -> None:
         stats = _probe(self.trainer, self.chunk_size, state.params, state.batch_stats, state.opt_state, self.x,
@@ -77,4 +81,8 @@ class GradientProbe:
         record: dict[str, Any] = {"step": int(step), "saliency_mass": float(stats.pop("saliency_mass"))}
         for name, value in stats.items():
             record[name] = np.nan_to_num(np.asarray(value, dtype=float)).tolist()
-        self.records.append(record)
+        self.history.append(record)
+
+    def records(self) -> list[dict[str, Any]]:
+        """The probe values of every evaluation step so far (JSON)."""
+        return list(self.history)

@@ -1,24 +1,26 @@
-"""Train state, jitted steps, optimizers and schedules, the run loop, sweeps over runs, device meshes
-and checkpoints."""
+"""Training: the neutral config, train state and jitted steps, test-set evaluation, runs and
+sweeps over runs, the loop, device meshes and checkpoints."""
 
-from anatomy_jax.train.checkpoint import checkpoint_manager, latest_meta, restore_latest, save
-from anatomy_jax.train.loop import Observer, RunData, acquisition_step, empty_history
+from anatomy_jax.train.checkpoint import checkpoint_manager, latest_meta, prune, restore_latest, restore_step, save
+from anatomy_jax.train.config import TrainConfig, make_trainer, train_config_of
+from anatomy_jax.train.evaluation import ClassificationMetrics, Metric, TestSet, batch_test_set, evaluate, to_float
+from anatomy_jax.train.loop import (DEFAULT_METRICS, Observer, SweepObserver, chunk_ends, empty_history, metric_names,
+                                    per_run, train_loop, train_sweep)
 from anatomy_jax.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, schedule_shape, with_learning_rate
+from anatomy_jax.train.runs import (PreparedRun, RunData, RunPlan, RunSpec, SweepData, pad_runs, plan_run,
+                                    prepare_run, run_metrics, stack_runs, stack_trees, unstack_tree)
 from anatomy_jax.train.sharding import (DATA, RUNS, initialize_multihost, is_primary_process, make_sweep_mesh, put,
-                                       runs_axis_size, to_host)
-from anatomy_jax.train.sweep import (STRATEGIES, SweepData, SweepObserver, auto_runs_per_device, choose_strategy,
-                                     pad_runs, per_run, place_states, stack_runs, stack_trees, train_loop,
-                                     train_sweep, unstack_tree)
-from anatomy_jax.train.steps import (AdversarialTraining, EvalData, Trainer, TrainState, cross_entropy, target_margin,
-                                     to_float)
+                                        runs_axis_size, to_host)
+from anatomy_jax.train.steps import AdversarialTraining, Trainer, TrainState, all_finite, cross_entropy
+from anatomy_jax.train.strategies import STRATEGIES, auto_runs_per_device, choose_strategy, place_states
 
 __all__ = [
-    "DATA", "RUNS", "STRATEGIES", "SweepData", "SweepObserver", "auto_runs_per_device", "choose_strategy",
-    "initialize_multihost", "is_primary_process", "make_sweep_mesh", "pad_runs", "per_run", "place_states", "put",
-    "runs_axis_size",
-    "stack_runs", "stack_trees", "to_host", "train_sweep", "unstack_tree",
-    "OPTIMIZERS", "SCHEDULES", "AdversarialTraining", "EvalData", "Observer", "RunData", "TrainState", "Trainer",
-    "acquisition_step",
-    "checkpoint_manager", "cross_entropy", "empty_history", "latest_meta", "make_optimizer", "restore_latest",
-    "save", "schedule_shape", "target_margin", "to_float", "train_loop", "with_learning_rate",
+    "DATA", "DEFAULT_METRICS", "OPTIMIZERS", "RUNS", "SCHEDULES", "STRATEGIES", "AdversarialTraining",
+    "ClassificationMetrics", "Metric", "Observer", "PreparedRun", "RunData", "RunPlan", "RunSpec", "SweepData",
+    "SweepObserver", "TestSet", "TrainConfig", "TrainState", "Trainer", "all_finite", "auto_runs_per_device",
+    "batch_test_set", "checkpoint_manager", "choose_strategy", "chunk_ends", "cross_entropy", "empty_history",
+    "evaluate", "initialize_multihost", "is_primary_process", "latest_meta", "make_optimizer", "make_sweep_mesh",
+    "make_trainer", "metric_names", "pad_runs", "per_run", "place_states", "plan_run", "prepare_run", "put",
+    "prune", "restore_latest", "restore_step", "run_metrics", "runs_axis_size", "save", "schedule_shape", "stack_runs", "stack_trees",
+    "to_float", "to_host", "train_config_of", "train_loop", "train_sweep", "unstack_tree", "with_learning_rate",
 ]

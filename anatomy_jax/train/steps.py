@@ -1,4 +1,4 @@
-"""Train state, the jitted training step (fused into scans of steps) and evaluation.
+"""Train state and the jitted training step (fused into scans of steps).
 
 Everything a step needs lives on the device: the uint8 training images, the poison plan (which
 image carries which pattern, its training label and pattern offset) and the patterns. Each step
@@ -22,8 +22,9 @@ import optax
 
 from anatomy_jax.adversarial.attacks import NORMS, pgd
 from anatomy_jax.data.augment import augment
-from anatomy_jax.poison.patterns import Patterns, image_offsets, stamp
+from anatomy_jax.poison.patterns import Patterns, stamp
 from anatomy_jax.poison.poisoning import PoisonPlan
+from anatomy_jax.train.evaluation import to_float
 from anatomy_jax.train.optim import with_learning_rate
 
 
@@ -38,32 +39,11 @@ class TrainState(NamedTuple):
     order: jax.Array  # (N,) int32: this epoch's permutation of the training images
 
 
-class EvalData(NamedTuple):
-    """The test split on the device, padded to whole batches (`valid` marks the real images)."""
-
-    images: jax.Array  # (B, E, H, W, C) uint8
-    labels: jax.Array  # (B, E) int32
-    valid: jax.Array  # (B, E) bool
-    offsets: jax.Array  # (K, B, E, 2) int32: each pattern's per-image offset on the test set
-
-
-def to_float(images: jax.Array) -> jax.Array:
-    """uint8 0..255 -> float32 0..1 (models see floats in [0, 1])."""
-    return images.astype(jnp.float32) / 255.0
-
-
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
     """Mean softmax cross entropy with optional label smoothing."""
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing) \
         if label_smoothing else jax.nn.one_hot(labels, logits.shape[-1])
     return optax.softmax_cross_entropy(logits, targets).mean()
-
-
-def target_margin(logits: jax.Array, target: jax.Array) -> jax.Array:
-    """z_t - max_{j != t} z_j per example."""
-    z_t = jnp.take_along_axis(logits, target[:, None], axis=-1)[:, 0]
-    others = jnp.where(jax.nn.one_hot(target, logits.shape[-1], dtype=bool), -jnp.inf, logits)
-    return z_t - others.max(axis=-1)
 
 
 class AdversarialTraining(NamedTuple):
@@ -98,7 +78,8 @@ def _init_variables(model: nn.Module, init_key: jax.Array, image_shape: tuple[in
 
 
 @jax.jit
-def _all_finite(losses: jax.Array, params: Any) -> jax.Array:
+def all_finite(losses: jax.Array, params: Any) -> jax.Array:
+    """Whether the losses and every parameter are finite (a run that fails this diverged)."""
     leaves = [jnp.isfinite(losses).all()] + [jnp.isfinite(p).all() for p in jax.tree.leaves(params)]
     return jnp.stack(leaves).all()
 
@@ -215,7 +196,8 @@ class Trainer:
         return jax.lax.stop_gradient(x_adv)
 
     @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
-    def _one_step(self, state: TrainState, images, plan, patterns) -> tuple[TrainState, jax.Array]:
+    def step(self, state: TrainState, images, plan, patterns) -> tuple[TrainState, jax.Array]:
+        """One jitted training step (`train_step`); `state` is donated."""
         return self.train_step(state, images, plan, patterns)
 
     @functools.partial(jax.jit, static_argnums=(0, 5), donate_argnums=1)
@@ -247,58 +229,7 @@ class Trainer:
         else:
             losses = []
             for _ in range(num_steps):
-                state, loss = self._one_step(state, images, plan, patterns)
+                state, loss = self.step(state, images, plan, patterns)
                 losses.append(loss)
             losses = jnp.stack(losses)
-        return state, losses, _all_finite(losses, state.params)
-
-    def eval_data(self, images, labels, patterns: Patterns, location_key: jax.Array) -> EvalData:
-        """Pads the test split to whole batches and draws each pattern's per-image test offsets."""
-        n = labels.shape[0]
-        e = min(self.eval_batch_size, n)
-        b = -(-n // e)
-        pad = b * e - n
-        images = jnp.pad(jnp.asarray(images), ((0, pad), (0, 0), (0, 0), (0, 0)))
-        labels = jnp.pad(jnp.asarray(labels, jnp.int32), (0, pad))
-        valid = jnp.arange(b * e) < n
-        offsets = jnp.stack([image_offsets(jax.random.fold_in(location_key, k), jnp.arange(b * e), m)
-                             for k, m in enumerate(patterns.max_offset)])
-        return EvalData(images.reshape(b, e, *images.shape[1:]), labels.reshape(b, e), valid.reshape(b, e),
-                        offsets.reshape(offsets.shape[0], b, e, 2))
-
-    @functools.partial(jax.jit, static_argnums=0)
-    def evaluate(self, params, batch_stats, data: EvalData, patterns: Patterns,
-                 targets: jax.Array) -> dict[str, jax.Array]:
-        """Clean accuracy and, per pattern k (target `targets[k]`), ASR and reliance on the test set.
-
-        ASR: share of non-target test images classified as the target once the pattern is stamped.
-        Reliance: mean over the same images of margin(stamped) - margin(clean), with the target
-        margin z_t - max_{j != t} z_j.
-        """
-        num_patterns = targets.shape[0]
-
-        def batch_stats_fn(carry, inputs):
-            x_u8, y, valid, offsets = inputs
-            x = to_float(x_u8)
-            logits = self.apply(params, batch_stats, x)
-            correct = ((logits.argmax(-1) == y) & valid).sum()
-            loss = jnp.where(valid, optax.softmax_cross_entropy_with_integer_labels(logits, y), 0.0).sum()
-            hits, margins, counts = [], [], []
-            for k in range(num_patterns):
-                t = jnp.full_like(y, targets[k])
-                stamped = self.apply(params, batch_stats, stamp(x, jnp.full_like(y, k), offsets[k], patterns))
-                keep = valid & (y != targets[k])
-                hits.append(((stamped.argmax(-1) == t) & keep).sum())
-                margins.append(jnp.where(keep, target_margin(stamped, t) - target_margin(logits, t), 0.0).sum())
-                counts.append(keep.sum())
-            out = (correct, loss, valid.sum(), jnp.stack(hits), jnp.stack(margins), jnp.stack(counts))
-            return jax.tree.map(jnp.add, carry, out), None
-
-        zeros = (jnp.zeros([], jnp.int32), jnp.zeros([]), jnp.zeros([], jnp.int32),
-                 jnp.zeros(num_patterns, jnp.int32), jnp.zeros(num_patterns), jnp.zeros(num_patterns, jnp.int32))
-        offsets = jnp.moveaxis(data.offsets, 0, 1)  # (B, K, E, 2)
-        (correct, loss, n, hits, margins, counts), _ = jax.lax.scan(
-            batch_stats_fn, zeros, (data.images, data.labels, data.valid, offsets))
-        counts = jnp.maximum(counts, 1)
-        return {"clean_accuracy": correct / n, "test_loss": loss / n,
-                "attack_success_rate": hits / counts, "reliance": margins / counts}
+        return state, losses, all_finite(losses, state.params)

@@ -96,7 +96,7 @@ def test_tiny_zoo_end_to_end_then_loaded_from_its_checkpoints(tmp_path, monkeypa
     # The zoo loads from its checkpoints (complete: no training step runs) and one entry agrees with
     # a recomputation from the loaded nets: linear CKA of cnn/0 and mlp/1 at the penultimate layer.
     from anatomy_jax.data import load_digits, subset
-    from anatomy_jax.experiment import seeds
+    from anatomy_jax.experiment import study
     from anatomy_jax.experiment.compare_representations import train_zoo
     from anatomy_jax.similarity import linear_cka, representations
 
@@ -104,7 +104,7 @@ def test_tiny_zoo_end_to_end_then_loaded_from_its_checkpoints(tmp_path, monkeypa
         assert int(np.asarray(states.step)[0]) == steps, "a complete zoo must load, not train"
         return states, histories
 
-    monkeypatch.setattr(seeds, "train_sweep", loaded_only)
+    monkeypatch.setattr(study, "train_sweep", loaded_only)
     config = CompareConfig(models=("cnn", "mlp"), seeds=(0, 1), width=1.0, epochs=6)
     data = load_digits()
     nets = train_zoo(config, data, zoo, progress=False)

@@ -40,7 +40,7 @@ def test_tiny_run_writes_results_and_figures_then_refuses_to_overwrite(tmp_path)
     result = run_cli(*TINY, "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "curves.png").stat().st_size > 10_000 and (out / "acquisition.png").stat().st_size > 5_000
-    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == ["20", "80"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == ["20", "40"]
     results = json.loads((out / "results.json").read_text())
     assert {"config", "versions", "device", "command", "runs", "resumed_from_step"} <= set(results)
     assert results["resumed_from_step"] is None and "--frequencies" in results["command"]

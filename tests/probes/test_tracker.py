@@ -21,8 +21,8 @@ def test_probes_do_not_change_training_and_record_sane_values():
                               observers=[probe] if with_probe else [])
         finals.append(jax.device_get(state.params))
     jax.tree.map(np.testing.assert_array_equal, *finals)
-    assert [r["step"] for r in probe.records] == [20, 40]
-    last = probe.records[-1]
+    assert [r["step"] for r in probe.records()] == [20, 40]
+    last = probe.records()[-1]
     assert last["count"] == [32.0, 32.0, 0.0]  # c = 1: every patterned probe image carries the target label
     assert abs(sum(last["projection_share"]) - 1.0) < 1e-4 and abs(sum(last["update_share"]) - 1.0) < 1e-4
     assert 0.0 < last["saliency_mass"] < 1.0
