@@ -26,14 +26,37 @@ def summary(results):
             for r in results["runs"]] + [results["sweep"]]
 
 
+class _Stop(Exception):
+    pass
+
+
+def _stop_at_12(step, states, metrics):
+    if step >= 12:
+        raise _Stop
+
+
+def resumed_on_all_devices(out):
+    """The grid cut on one device (vmap, checkpoint at step 6 of 12), resumed on every device."""
+    cut = dataclasses.replace(CONFIG, devices=1, strategy="vmap")
+    try:
+        train_and_evaluate(cut, out, observers=[_stop_at_12], progress=False)
+    except _Stop:
+        pass
+    results = train_and_evaluate(dataclasses.replace(CONFIG, resume=True), out, progress=False)
+    assert results["resumed_from_step"] == 6, results["resumed_from_step"]
+    return results
+
+
 def main(argv):
     mode, out = argv[0], pathlib.Path(argv[1])
     if mode == "devices":
         assert jax.device_count() == 8, jax.devices()
         layouts = {"sharded": dict(), "single": dict(devices=1, strategy="vmap"), "data_parallel": dict(data_parallel=2)}
-        print(json.dumps({name: summary(train_and_evaluate(PatternRateConfig(**{**vars(CONFIG), **kw}),
-                                                           out / name, progress=False))
-                          for name, kw in layouts.items()}))
+        found = {name: summary(train_and_evaluate(PatternRateConfig(**{**vars(CONFIG), **kw}), out / name,
+                                                  progress=False))
+                 for name, kw in layouts.items()}
+        found["resumed"] = summary(resumed_on_all_devices(out / "resumed"))
+        print(json.dumps(found))
         return
     # the --multihost path, configured through the environment as the README describes
     os.environ.update(JAX_COORDINATOR_ADDRESS=f"localhost:{argv[3]}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=argv[2])

@@ -51,6 +51,10 @@ def test_sweep_sharded_over_8_devices_equals_one_device(tmp_path):
     assert split_layout["runs_axis"] == 4 and split_layout["data_parallel"] == 2
     assert_same_runs(sharded, single)
     assert_same_runs(split, single)
+    # cut after a checkpoint on one device (6 runs, no padding), resumed on 8 (padded to 8)
+    *resumed, resumed_layout = out["resumed"]
+    assert resumed_layout["num_devices"] == 8 and resumed_layout["runs_per_chunk"] == 6
+    assert_same_runs(resumed, single)
 
 
 def test_two_processes_equal_one_process(tmp_path):
