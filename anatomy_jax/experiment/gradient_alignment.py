@@ -48,7 +48,7 @@ class GradientAlignmentConfig(PatternRateConfig):
     steps: int = dataclasses.field(default=300, metadata={"help": "training steps per run"})
     eval_every: int | None = dataclasses.field(default=10, metadata={
         "help": "evaluate and probe every this many steps"})
-    checkpoint_every: int = dataclasses.field(default=0, metadata={"help": "checkpoint every this many steps (0 = only at the end; --resume is not supported here)"})
+    checkpoint_every: int = dataclasses.field(default=0, metadata={"help": "checkpoint every this many steps (0 = only at the end of each chunk)"})
     early_step: int = dataclasses.field(default=10, metadata={
         "help": "the step whose probe values are used to predict acquisition (must be an evaluation step)"})
     probe_size: int = dataclasses.field(default=256, metadata={
@@ -60,8 +60,6 @@ class GradientAlignmentConfig(PatternRateConfig):
         if self.early_step <= 0 or self.early_step % self.eval_interval or self.early_step > self.steps:
             raise ValueError(f"early_step must be an evaluation step (a multiple of {self.eval_interval} "
                              f"up to {self.steps}), got {self.early_step}")
-        if self.resume:
-            raise ValueError("--resume is not supported by this experiment (its runs are short); rerun it")
         if self.probe_size < 4 or self.chunk_size < 1:
             raise ValueError("probe_size must be >= 4 and chunk_size >= 1")
 
@@ -108,15 +106,18 @@ def run_gradient_alignment(config: GradientAlignmentConfig, workdir: str | pathl
                            progress: bool = True) -> dict[str, Any]:
     """Trains the grid with probes; writes results.json and the figures; returns the results."""
     data, study = prepare_study(config)
-    out = prepare_output_dir(workdir or config.out or default_out_dir("gradient_alignment"), resume=False,
+    out = prepare_output_dir(workdir or config.out or default_out_dir("gradient_alignment"), resume=config.resume,
                              overwrite=config.overwrite)
     results = {"config": dataclasses.asdict(config), **environment(), "group_names": list(GROUP_NAMES),
                "runs": study.pending_entries()}
 
     def tracking(trainer, specs, prepared, params, restored):
-        return [GradientProbe(trainer, p.data, jax.random.fold_in(jax.random.key(spec.seed), 7),
-                              probe_size=config.probe_size, chunk_size=config.chunk_size)
-                for spec, p in zip(specs, prepared)]
+        probes = [GradientProbe(trainer, p.data, jax.random.fold_in(jax.random.key(spec.seed), 7),
+                                probe_size=config.probe_size, chunk_size=config.chunk_size)
+                  for spec, p in zip(specs, prepared)]
+        for probe, records in zip(probes, restored or []):  # a resumed chunk keeps its probe values
+            probe.history = list(records)
+        return probes
 
     def summarise(spec, history, stats, probes):
         return {**summarise_run(spec, history, stats, threshold=config.acquisition_threshold), "probes": probes}
@@ -129,6 +130,7 @@ def run_gradient_alignment(config: GradientAlignmentConfig, workdir: str | pathl
         results["sweep"] = sweep
 
     study.run(out / CHECKPOINT_DIR, settings=resumable_settings(config), summarise=summarise, tracking=tracking,
+              resume=config.resume,
               keep_checkpoints=1, on_start=start, on_update=update, progress=progress, desc="gradient_alignment")
     results["analysis"] = analyse(results, config.early_step, config.steps)
     results["verdict"] = verdict(results["analysis"])

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from anatomy_jax.data import Dataset
 from anatomy_jax.train import (DATA, PreparedRun, RunPlan, RunSpec, SweepObserver, TrainConfig, Trainer, TrainState,
                                auto_runs_per_device, batch_test_set, checkpoint_manager, choose_strategy,
-                               empty_history, latest_meta, make_sweep_mesh, make_trainer, pad_runs, per_run,
+                               empty_history, latest_meta, make_sweep_mesh, make_trainer, meta_at, pad_runs, per_run,
                                place_states, plan_run, prepare_run, prune, restore_step, run_metrics, runs_axis_size,
                                save, stack_runs, stack_trees, to_host, train_sweep)
 from anatomy_jax.utils.errors import SettingsError
@@ -144,11 +144,14 @@ class StudyResult(NamedTuple):
 
 
 def _chunks(specs: Sequence[RunSpec], runs_per_chunk: int) -> list[tuple[int, int]]:
-    """(start, stop) of each chunk: consecutive runs with the same training config, at most
-    `runs_per_chunk` of them."""
+    """(start, stop) of each chunk: consecutive runs with the same training config and the same
+    patterns (a sweep shares both), at most `runs_per_chunk` of them."""
+    def shared(spec: RunSpec) -> tuple:
+        return spec.config, tuple((p.pattern, p.target) for p in spec.poisons)
+
     chunks, start = [], 0
     for i in range(1, len(specs) + 1):
-        if i == len(specs) or i - start == runs_per_chunk or specs[i].config != specs[start].config:
+        if i == len(specs) or i - start == runs_per_chunk or shared(specs[i]) != shared(specs[start]):
             chunks.append((start, i))
             start = i
     return chunks
@@ -255,6 +258,7 @@ class Study:
         stacked runs (padding included). `on_start(sweep, resumed_from)` receives, before training
         starts, the layout as results.json records it and the (chunk, step) a resume continues from.
         """
+        keep_chunk_states = keep_chunk_states or return_states  # finished chunks load from their final checkpoint
         manager = checkpoint_manager(checkpoint_dir, max_to_keep=None) if checkpoint_dir is not None else None
         saved = None
         if resume and manager is not None and manager.latest_step() is not None:
@@ -290,7 +294,7 @@ class Study:
                 return
             start = chunks[index][0]
             # a finished chunk saves at its last step even when all its runs diverged before it
-            step = self.steps if finished else int(to_host(states.step)[0])
+            step = self.steps if finished else int(np.max(to_host(states.step)))
             meta = {"chunk": index, "step": step, "finished": finished, "padded_runs": padded,
                     "histories": hist, "pending": np.asarray(pending, np.float32).tolist(),
                     "entries": entries, "settings": settings, "extra": extra, "wall_time_s": wall,
@@ -309,8 +313,9 @@ class Study:
                 trainer = self.trainer(start)
                 prepared = [self.prepare_run(i) for i in range(start, stop_)]
                 pad_to = runs_axis_size(layout.mesh) if layout.strategy == "vmap" else 1
-                if finished:  # a finished chunk of a zoo: load its final states
-                    padded = pad_runs(prepared, pad_to)
+                if finished:  # a finished chunk of a zoo: load its final states (saved on any device count)
+                    saved_size = meta_at(manager, (start + 1) * self.steps)["padded_runs"]
+                    padded = prepared + [prepared[-1]] * (saved_size - real)
                     _, restored, meta = restore_step(manager, (start + 1) * self.steps,
                                                      stack_trees([p.state for p in padded]))
                     host = to_host(restored)
@@ -377,7 +382,7 @@ class Study:
                     metrics=metrics, histories=hist, pending=pending, observers=chunk_observers + [stream],
                     checkpoint_every=self.specs[start].config.checkpoint_every, on_checkpoint=on_checkpoint,
                     on_progress=lambda n, k=real: bar.update(n * k), should_stop=stop)
-                step = int(to_host(final.step)[0])
+                step = int(np.max(to_host(final.step)))  # diverged runs stop early
                 if step < self.steps and not all(h["diverged"] for h in hist[:real]):
                     bar.close()
                     raise Interrupted(stop.signum or signal.SIGINT, step)

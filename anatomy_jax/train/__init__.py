@@ -1,7 +1,7 @@
 """Training: the neutral config, train state and jitted steps, test-set evaluation, runs and
 sweeps over runs, the loop, device meshes and checkpoints."""
 
-from anatomy_jax.train.checkpoint import checkpoint_manager, latest_meta, prune, restore_latest, restore_step, save
+from anatomy_jax.train.checkpoint import checkpoint_manager, latest_meta, meta_at, prune, restore_latest, restore_step, save
 from anatomy_jax.train.config import TrainConfig, make_trainer, train_config_of
 from anatomy_jax.train.evaluation import ClassificationMetrics, Metric, TestSet, batch_test_set, evaluate, to_float
 from anatomy_jax.train.loop import (DEFAULT_METRICS, Observer, SweepObserver, chunk_ends, empty_history, metric_names,
@@ -21,6 +21,6 @@ __all__ = [
     "batch_test_set", "checkpoint_manager", "choose_strategy", "chunk_ends", "cross_entropy", "empty_history",
     "evaluate", "initialize_multihost", "is_primary_process", "latest_meta", "make_optimizer", "make_sweep_mesh",
     "make_trainer", "metric_names", "pad_runs", "per_run", "place_states", "plan_run", "prepare_run", "put",
-    "prune", "restore_latest", "restore_step", "run_metrics", "runs_axis_size", "save", "schedule_shape", "stack_runs", "stack_trees",
+    "meta_at", "prune", "restore_latest", "restore_step", "run_metrics", "runs_axis_size", "save", "schedule_shape", "stack_runs", "stack_trees",
     "to_float", "to_host", "train_config_of", "train_loop", "train_sweep", "unstack_tree", "with_learning_rate",
 ]

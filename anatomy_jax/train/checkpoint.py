@@ -40,6 +40,11 @@ def latest_meta(manager: ocp.CheckpointManager) -> tuple[int, dict] | None:
     return step, restored["meta"]
 
 
+def meta_at(manager: ocp.CheckpointManager, step: int) -> dict:
+    """The JSON document of the checkpoint at `step` (no state restored)."""
+    return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> tuple[int, Any, dict] | None:
     """(step, state, meta) of the newest checkpoint, with `state` shaped like `abstract_state`."""
     step = manager.latest_step()

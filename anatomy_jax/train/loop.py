@@ -119,7 +119,7 @@ def train_sweep(
     engine = make_engine(strategy, trainer, metrics, states, data, mesh)
     histories = [empty_history(metrics) for _ in range(num_runs)] if histories is None else histories
     names = metric_names(metrics)
-    start = int(to_host(states.step)[0])
+    start = int(np.max(to_host(states.step)))  # a diverged run's step stops where it diverged
     eval_steps = [s for s in chunk_ends(0, steps, [eval_every]) if s > start]
     pending = np.zeros((num_runs, 0), np.float32) if pending is None else np.asarray(pending, np.float32)
     done = start

@@ -21,7 +21,7 @@ SCRIPT = str(ROOT / "experiments" / "pattern_rate.py")
 UNALIGNED = PatternRateConfig(frequencies=(0.1,), correlations=(0.0, 1.0), learning_rates=(0.05,), steps=40,
                               eval_every=7, checkpoint_every=10, batch_size=64, width=0.5)
 CLI = ["--frequencies", "0.1", "--correlations", "1", "--learning-rates", "0.05", "--steps", "300",
-       "--eval-every", "10", "--batch-size", "64", "--width", "0.5"]
+       "--eval-every", "10", "--batch-size", "64", "--width", "0.5", "--checkpoint-every", "0"]
 
 
 def _entries(results):
@@ -44,7 +44,7 @@ def test_resume_from_unaligned_checkpoint_gives_identical_entries(tmp_path):
         train_and_evaluate(UNALIGNED, tmp_path / "cut", observers=[crash_at_step_28], progress=False)
     streamed = json.loads((tmp_path / "cut" / "results.json").read_text())
     assert [r["status"] for r in streamed["runs"]] == ["running", "running"]  # written during the chunk
-    assert streamed["runs"][0]["steps"] == [7, 14, 21, 28][:len(streamed["runs"][0]["steps"])]
+    assert streamed["runs"][0]["steps"] == [7, 14, 21]  # the crash came before step 28's results
     resumed = train_and_evaluate(dataclasses.replace(UNALIGNED, resume=True), tmp_path / "cut", progress=False)
     assert resumed["resumed_from_step"] == 20 and full["resumed_from_step"] is None
     assert _entries(resumed) == _entries(full)  # train_loss included: the pending losses were saved
@@ -90,7 +90,7 @@ def test_signal_saves_the_step_reached_and_the_printed_command_resumes(tmp_path,
     saved = json.loads((out / "results.json").read_text())
     assert saved["runs"][0]["status"] == "running"
     steps = sorted(int(p.name) for p in (out / "checkpoints").iterdir())
-    assert 10 <= steps[-1] < 300  # a checkpoint at the step it reached (periodic ones are at 100, 200)
+    assert steps and 10 <= steps[-1] < 300  # no periodic checkpoints: this one was saved at the signal
     command = stderr.strip().splitlines()[-1]
     assert "--resume" in command and str(out) in command
     resumed = subprocess.run(shlex.split(command), cwd=ROOT, text=True, capture_output=True, timeout=300)
@@ -145,3 +145,16 @@ def test_internal_errors_keep_their_traceback():
 
     with pytest.raises(ValueError, match="a bug"):
         run_main(PatternRateConfig, "", broken, str, "x", argv=["--steps", "5"])
+
+
+def test_a_diverged_first_run_neither_stops_the_chunk_nor_numbers_checkpoints_backwards(tmp_path):
+    config = dataclasses.replace(UNALIGNED, correlations=(1.0,), learning_rates=(1e6, 0.05), steps=30,
+                                 eval_every=10, checkpoint_every=10)
+    results = train_and_evaluate(config, tmp_path, progress=False)
+    diverged, ok = results["runs"]
+    assert diverged["status"] == "diverged" and ok["status"] == "finished"
+    assert ok["steps"] == [10, 20, 30]
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [10, 20, 30]
+    alone = train_and_evaluate(dataclasses.replace(config, learning_rates=(0.05,)), tmp_path / "alone",
+                               progress=False)
+    assert alone["runs"][0]["train_loss"] == ok["train_loss"]  # the diverged run left it untouched
