@@ -24,13 +24,14 @@ same-architecture (different seeds) vs different-architecture means per architec
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
 import pathlib
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,16 +40,17 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from anatomy_jax.adversarial import NORMS, attack_dataset, make_attack, transfer_matrix
-from anatomy_jax.data import DATASET_NAMES, Dataset, subset
+from anatomy_jax.data import Dataset, subset
 from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
-                                            json_matrix, prepare_output_dir, write_json)
+                                            prepare_output_dir)
+from anatomy_jax.utils.serialize import json_matrix, write_json
 from anatomy_jax.experiment.options import DataOptions, DeviceOptions, OutputOptions, resumable_settings
 from anatomy_jax.experiment.study import Study
 from anatomy_jax.models import MODEL_NAMES, check_model_names
 from anatomy_jax.similarity import (fit_ridge_cv, linear_cka, procrustes_distance, pwcca, r2_score,
                                     representation_shape, representations, ridge_basis, stitched_accuracy)
 from anatomy_jax.train import SCHEDULES, RunSpec, TrainConfig, to_float
-from anatomy_jax.utils import flag, settings_errors
+from anatomy_jax.utils import SettingsError, flag, settings_errors
 
 METRICS = ("cka", "pwcca", "procrustes", "r2", "stitched_accuracy")
 # higher = more similar for all but the Procrustes distance
@@ -149,12 +151,14 @@ def _summarise_net(spec: RunSpec, history: dict, stats: list, tracked: Any) -> d
 
 
 def train_zoo(config: CompareConfig, data: Dataset, zoo_dir: str | pathlib.Path, progress: bool = True,
-              diverged: list[str] | None = None) -> list[Net]:
+              diverged: list[str] | None = None,
+              on_update: Callable[[str, list[dict]], None] | None = None) -> list[Net]:
     """Every architecture's seeds trained as one study (or loaded from `zoo_dir/<architecture>`).
 
     Each architecture is its own study in its own folder, so zoos of different architecture lists
     share members; a complete one is loaded, an interrupted one continues. A run that diverged is
-    left out of the zoo (its name appended to `diverged`)."""
+    left out of the zoo (its name appended to `diverged`). `on_update(architecture, entries)`
+    streams each architecture's training runs (with their status) as they progress."""
     steps_per_epoch = len(data.train) // config.batch_size
     zoo_dir = pathlib.Path(zoo_dir).resolve()  # orbax wants absolute paths
     nets = []
@@ -165,7 +169,8 @@ def train_zoo(config: CompareConfig, data: Dataset, zoo_dir: str | pathlib.Path,
             study = Study.prepare(specs, data, config.sweep_options())
         trained = study.run(zoo_dir / architecture, settings=config.training_settings(architecture), resume=True,
                             summarise=_summarise_net, keep_checkpoints=2, keep_chunk_states=True,
-                            return_states=True, progress=progress, desc=f"train {architecture}")
+                            return_states=True, progress=progress, desc=f"train {architecture}",
+                            on_update=None if on_update is None else functools.partial(on_update, architecture))
         model = study.trainer(0).model
         for spec, state, history in zip(specs, trained.states, trained.histories):
             if history["diverged"]:
@@ -329,10 +334,17 @@ def run_compare(config: CompareConfig, workdir: str | pathlib.Path | None = None
     zoo_dir = pathlib.Path(config.zoo) if config.zoo else out / CHECKPOINT_DIR
     t0 = time.perf_counter()
     diverged: list[str] = []
-    nets = train_zoo(config, data, zoo_dir, progress, diverged)
+    training = {"config": dataclasses.asdict(config), **environment(), "zoo": {}}
+
+    def stream(architecture: str, entries: list[dict]) -> None:  # results.json while the zoo trains
+        training["zoo"][architecture] = entries
+        write_json(out / RESULTS_FILE, training)
+
+    nets = train_zoo(config, data, zoo_dir, progress, diverged, on_update=stream)
     train_seconds = time.perf_counter() - t0
     if len(nets) < 2:
-        raise ValueError(f"fewer than two nets left to compare: {', '.join(diverged)} diverged")
+        raise SettingsError(f"fewer than two nets left to compare: {', '.join(diverged)} diverged; "
+                            "lower --learning-rate")
 
     fit = subset(data.train, config.fit_images) if config.fit_images else data.train
     test = subset(data.test, config.eval_images) if config.eval_images else data.test
@@ -340,7 +352,7 @@ def run_compare(config: CompareConfig, workdir: str | pathlib.Path | None = None
     for net, acc in zip(nets, adversarial["clean_accuracy"]):
         net.eval_accuracy = float(acc)
     results: dict[str, Any] = {
-        "config": dataclasses.asdict(config), "settings": _settings(config), **environment(),
+        "config": dataclasses.asdict(config), "settings": _settings(config), **environment(), "zoo": training["zoo"],
         "dataset": {"name": data.name, "train_images": len(data.train), "fit_images": len(fit),
                     "eval_images": len(test), "image_shape": list(data.image_shape)},
         "diverged": diverged,

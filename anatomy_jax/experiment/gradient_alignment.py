@@ -20,8 +20,10 @@ from scipy.stats import spearmanr
 
 from anatomy_jax.experiment.options import resumable_settings
 from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
-                                            prepare_output_dir, write_json)
+                                            prepare_output_dir)
+from anatomy_jax.utils.serialize import write_json
 from anatomy_jax.experiment.pattern_rate import PatternRateConfig, prepare_study, summarise_run
+from anatomy_jax.experiment.study import stream_results
 from anatomy_jax.probes import GROUP_NAMES, GradientProbe
 
 # Early statistics tested as predictors: (results key, group index, description). Group 1 holds
@@ -122,16 +124,11 @@ def run_gradient_alignment(config: GradientAlignmentConfig, workdir: str | pathl
     def summarise(spec, history, stats, probes):
         return {**summarise_run(spec, history, stats, threshold=config.acquisition_threshold), "probes": probes}
 
-    def update(entries: list[dict]) -> None:
-        results["runs"] = entries
-        write_json(out / RESULTS_FILE, results)
-
-    def start(sweep: dict, resumed_from: dict | None) -> None:
-        results["sweep"] = sweep
-
-    study.run(out / CHECKPOINT_DIR, settings=resumable_settings(config), summarise=summarise, tracking=tracking,
-              resume=config.resume,
-              keep_checkpoints=1, on_start=start, on_update=update, progress=progress, desc="gradient_alignment")
+    stream = stream_results(results, out / RESULTS_FILE, resume=config.resume, announce=progress)
+    outcome = study.run(out / CHECKPOINT_DIR, settings=resumable_settings(config), summarise=summarise,
+                        tracking=tracking, resume=config.resume, keep_checkpoints=1, on_start=stream.on_start,
+                        on_update=stream.on_update, progress=progress, desc="gradient_alignment")
+    results["runs"] = outcome.entries
     results["analysis"] = analyse(results, config.early_step, config.steps)
     results["verdict"] = verdict(results["analysis"])
     from anatomy_jax.plots.gradient_alignment import plot_all

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 from anatomy_jax.utils.errors import SettingsError
-from anatomy_jax.utils.serialize import json_matrix, matrix_from_json, write_json  # noqa: F401 (re-exported)
 
 RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"

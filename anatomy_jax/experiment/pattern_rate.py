@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import pathlib
-import sys
 from typing import Any, Sequence
 
 import jax
@@ -24,10 +23,11 @@ from jax.experimental import multihost_utils
 from anatomy_jax.data import Dataset
 from anatomy_jax.experiment.options import DataOptions, DeviceOptions, OutputOptions, resumable_settings
 from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
-                                            prepare_output_dir, write_json)
-from anatomy_jax.experiment.study import Study, describe_layout
-from anatomy_jax.poison import LOCATIONS, PATTERN_KINDS, PatternSpec, PoisonSpec, acquisition_step
-from anatomy_jax.train import (PreparedRun, RunSpec, SweepObserver, TrainConfig, Trainer, batch_test_set,
+                                            prepare_output_dir)
+from anatomy_jax.utils.serialize import write_json
+from anatomy_jax.experiment.study import Study, describe_layout, stream_results
+from anatomy_jax.poison import LOCATIONS, PATTERN_KINDS, BackdoorMetrics, PatternSpec, PoisonSpec, acquisition_step
+from anatomy_jax.train import (ClassificationMetrics, PreparedRun, RunSpec, SweepObserver, TrainConfig, Trainer, batch_test_set,
                                initialize_multihost, is_primary_process, plan_run)
 from anatomy_jax.train import make_trainer as build_trainer
 from anatomy_jax.train import prepare_run as build_run
@@ -92,6 +92,10 @@ class PatternRateConfig(OutputOptions, DeviceOptions, TrainConfig, DataOptions):
         return [self.run_spec(run, image_shape) for run in self.grid()]
 
 
+# What every run of the grid records on the test set: clean accuracy and loss, ASR and reliance.
+METRICS = (ClassificationMetrics(), BackdoorMetrics())
+
+
 def summarise_run(spec: RunSpec, history: dict, stats: list[dict], tracked: Any = None,
                   threshold: float = 0.5) -> dict[str, Any]:
     """One entry of results.json["runs"] (top-level curves are those of the first pattern)."""
@@ -141,7 +145,7 @@ def prepare_run(config: PatternRateConfig, trainer: Trainer, data: Dataset, imag
     (device data, realised poison statistics, initial state). Studies use `Study` instead."""
     spec = config.run_spec(run, data.image_shape)
     test = batch_test_set(data.test.images, data.test.labels, trainer.eval_batch_size)
-    return build_run(trainer, spec, images, test, plan_run(spec, data))
+    return build_run(trainer, spec, images, test, plan_run(spec, data), METRICS)
 
 
 def prepare_study(config: PatternRateConfig) -> tuple[Dataset, Study]:
@@ -149,7 +153,7 @@ def prepare_study(config: PatternRateConfig) -> tuple[Dataset, Study]:
     with settings_errors():
         config.validate()
         data = config.load_data()
-    return data, Study.prepare(config.run_specs(data.image_shape), data, config.sweep_options())
+    return data, Study.prepare(config.run_specs(data.image_shape), data, config.sweep_options(), METRICS)
 
 
 def _sync(name: str) -> None:
@@ -179,26 +183,13 @@ def train_and_evaluate(config: PatternRateConfig, workdir: str | pathlib.Path | 
                "dataset": {"name": data.name, "train_images": len(data.train), "test_images": len(data.test),
                            "image_shape": list(data.image_shape), "num_classes": data.num_classes},
                "runs": study.pending_entries()}
-
-    def start(sweep: dict, resumed_from: dict | None) -> None:
-        results["sweep"] = sweep
-        if resumed_from is not None:
-            results["resumed_from_step"], results["resumed_from_chunk"] = resumed_from["step"], resumed_from["chunk"]
-        elif config.resume:
-            print(f"note: nothing to resume in {out}; starting from scratch", file=sys.stderr)
-        if progress and primary:
-            print(describe_layout(sweep, len(study.specs)), file=sys.stderr)
-
-    def update(entries: list[dict]) -> None:
-        results["runs"] = entries
-        if primary:
-            write_json(out / RESULTS_FILE, results)
-
+    stream = stream_results(results, out / RESULTS_FILE, resume=config.resume, write=primary,
+                            announce=progress and primary)
     outcome = study.run(out / CHECKPOINT_DIR, settings=resumable_settings(config), resume=config.resume,
                         summarise=lambda *a: summarise_run(*a, threshold=config.acquisition_threshold),
-                        keep_checkpoints=config.keep_checkpoints, observers=observers, on_start=start,
-                        on_update=update, progress=progress and primary, desc="pattern_rate")
-    update(outcome.entries)
+                        keep_checkpoints=config.keep_checkpoints, observers=observers, on_start=stream.on_start,
+                        on_update=stream.on_update, progress=progress and primary, desc="pattern_rate")
+    stream.on_update(outcome.entries)
     if primary:
         from anatomy_jax.plots.pattern_rate import plot_all
 

@@ -25,6 +25,7 @@ import pathlib
 import copy
 import dataclasses
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
@@ -36,12 +37,13 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from anatomy_jax.data import Dataset
-from anatomy_jax.train import (DATA, PreparedRun, RunPlan, RunSpec, SweepObserver, TrainConfig, Trainer, TrainState,
+from anatomy_jax.train import (DATA, Metric, PreparedRun, RunPlan, RunSpec, SweepObserver, Trainer, TrainState,
                                auto_runs_per_device, batch_test_set, checkpoint_manager, choose_strategy,
                                empty_history, latest_meta, make_sweep_mesh, make_trainer, meta_at, pad_runs, per_run,
                                place_states, plan_run, prepare_run, prune, restore_step, run_metrics, runs_axis_size,
                                save, stack_runs, stack_trees, to_host, train_sweep)
 from anatomy_jax.utils.errors import SettingsError
+from anatomy_jax.utils.serialize import write_json
 
 
 class Interrupted(Exception):
@@ -136,6 +138,38 @@ Tracking = Callable[[Trainer, Sequence[RunSpec], Sequence[PreparedRun], Sequence
 Summarise = Callable[[RunSpec, dict, list, Any], dict]
 
 
+class ResultsStream(NamedTuple):
+    """`on_start` and `on_update` for `Study.run` that keep `results` (a study's results dict) and
+    its results.json current: the layout, where a resume started, and every run entry."""
+
+    on_start: Callable[[dict, "dict | None"], None]
+    on_update: Callable[[list[dict]], None]
+
+
+def stream_results(results: dict, path: pathlib.Path, *, resume: bool = False, write: bool = True,
+                   announce: bool = True) -> ResultsStream:
+    """Callbacks that record the layout (`results["sweep"]`), `resumed_from_step` (the step within
+    the run) and `resumed_from_chunk`, and rewrite `path` with every update of the run entries
+    (`write=False` on the processes of a multi-host job that do not write)."""
+    results.setdefault("resumed_from_step", None)
+
+    def on_start(sweep: dict, resumed_from: dict | None) -> None:
+        results["sweep"] = sweep
+        if resumed_from is not None:
+            results["resumed_from_step"], results["resumed_from_chunk"] = resumed_from["step"], resumed_from["chunk"]
+        elif resume:
+            print(f"note: nothing to resume in {path.parent}; starting from scratch", file=sys.stderr)
+        if announce:
+            print(describe_layout(sweep, len(results.get("runs", []))), file=sys.stderr)
+
+    def on_update(entries: list[dict]) -> None:
+        results["runs"] = entries
+        if write:
+            write_json(path, results)
+
+    return ResultsStream(on_start, on_update)
+
+
 class StudyResult(NamedTuple):
     entries: list[dict]  # one per run, in grid order (as results.json lists them)
     histories: list[dict]
@@ -165,8 +199,9 @@ class Study:
     """A prepared study: validated runs, their plans, trainers and the layout. See the module doc."""
 
     def __init__(self, specs: Sequence[RunSpec], data: Dataset, plans: list[RunPlan], trainers: dict,
-                 options: SweepOptions, mesh: Mesh):
+                 options: SweepOptions, mesh: Mesh, metrics: tuple | None):
         self.specs, self.data, self.plans, self.trainers = list(specs), data, plans, trainers
+        self.metrics = metrics
         self.options, self.mesh = options, mesh
         self.steps = specs[0].config.steps
         self.train_images = jnp.asarray(data.train.images)
@@ -174,8 +209,12 @@ class Study:
         self.test = batch_test_set(data.test.images, data.test.labels, eval_batch)
 
     @classmethod
-    def prepare(cls, specs: Sequence[RunSpec], data: Dataset, options: SweepOptions = SweepOptions()) -> "Study":
-        """Validates every run and the layout; raises SettingsError naming the first problem."""
+    def prepare(cls, specs: Sequence[RunSpec], data: Dataset, options: SweepOptions = SweepOptions(),
+                metrics: Sequence[Metric] | None = None) -> "Study":
+        """Validates every run and the layout; raises SettingsError naming the first problem.
+
+        `metrics` are the test metrics every run records (default: clean accuracy and loss, plus
+        ASR and reliance for poisoned runs; see `anatomy_jax.train.run_metrics`)."""
         try:
             if not specs:
                 raise ValueError("the study has no runs")
@@ -205,7 +244,7 @@ class Study:
             raise
         except ValueError as e:
             raise SettingsError(str(e)) from e
-        return cls(specs, data, plans, trainers, options, mesh)
+        return cls(specs, data, plans, trainers, options, mesh, None if metrics is None else tuple(metrics))
 
     def trainer(self, index: int) -> Trainer:
         return self.trainers[self.specs[index].config]
@@ -239,12 +278,18 @@ class Study:
 
     def prepare_run(self, index: int) -> PreparedRun:
         """Run `index`'s device data and initial state."""
-        return prepare_run(self.trainer(index), self.specs[index], self.train_images, self.test, self.plans[index])
+        return prepare_run(self.trainer(index), self.specs[index], self.train_images, self.test, self.plans[index],
+                           self.metrics_of(index))
+
+    def metrics_of(self, index: int) -> tuple:
+        """The test metrics of run `index`."""
+        return self.metrics if self.metrics is not None else run_metrics(bool(self.specs[index].poisons))
 
     def pending_entries(self) -> list[dict]:
         return [{**s.grid, "status": "pending"} for s in self.specs]
 
-    def run(self, checkpoint_dir: str | pathlib.Path | None, *, settings: dict, summarise: Summarise, resume: bool = False,
+    def run(self, checkpoint_dir: str | pathlib.Path | None, *, settings: dict, summarise: Summarise,
+            resume: bool = False,
             keep_checkpoints: int = 3, keep_chunk_states: bool = False, return_states: bool = False,
             tracking: Tracking | None = None, observers: Sequence[SweepObserver] = (),
             on_update: Callable[[list[dict]], None] | None = None,
@@ -258,51 +303,51 @@ class Study:
         stacked runs (padding included). `on_start(sweep, resumed_from)` receives, before training
         starts, the layout as results.json records it and the (chunk, step) a resume continues from.
         """
-        keep_chunk_states = keep_chunk_states or return_states  # finished chunks load from their final checkpoint
-        manager = checkpoint_manager(checkpoint_dir, max_to_keep=None) if checkpoint_dir is not None else None
-        saved = None
-        if resume and manager is not None and manager.latest_step() is not None:
-            saved = latest_meta(manager)[1]
-            changed = _changed(saved.get("settings", {}), settings)
-            if changed:
-                raise SettingsError(
-                    "cannot resume: the checkpoint was made with different settings ("
-                    + ", ".join(f"{k}: {saved['settings'].get(k)!r} -> {settings.get(k)!r}" for k in changed)
-                    + "); use the original flags, or --overwrite")
-            if "layout" not in saved:
-                raise SettingsError("cannot resume: the checkpoint predates the study runner; use --overwrite")
-        layout = self.plan_layout(saved and saved["layout"])
-        chunks = self.chunks(layout)
-        entries = list(saved["entries"]) if saved else self.pending_entries()
-        histories: list[dict | None] = [None] * len(self.specs)
-        states: list[Any] = [None] * len(self.specs)
-        resumed_from = {"chunk": saved["chunk"], "step": saved["step"]} if saved else None
-        if on_start is not None:
-            on_start(layout.describe(len(chunks)), resumed_from)
-        done_runs = sum(stop - start for start, stop in chunks[:saved["chunk"]]) if saved else 0
-        if saved and saved["finished"]:
-            done_runs += chunks[saved["chunk"]][1] - chunks[saved["chunk"]][0]
-        bar = tqdm(total=len(self.specs) * self.steps, initial=done_runs * self.steps, desc=desc, unit="run-step",
-                   disable=not progress)
         stop = StopFlag()
+        with catch_signals(stop):  # from here on, a signal saves where it is
+            keep_chunk_states = keep_chunk_states or return_states  # finished chunks load from their final checkpoint
+            manager = checkpoint_manager(checkpoint_dir, max_to_keep=None) if checkpoint_dir is not None else None
+            saved = None
+            if resume and manager is not None and manager.latest_step() is not None:
+                saved = latest_meta(manager)[1]
+                changed = _changed(saved.get("settings", {}), settings)
+                if changed:
+                    raise SettingsError(
+                        "cannot resume: the checkpoint was made with different settings ("
+                        + ", ".join(f"{k}: {saved['settings'].get(k)!r} -> {settings.get(k)!r}" for k in changed)
+                        + "); use the original flags, or --overwrite")
+                if "layout" not in saved:
+                    raise SettingsError("cannot resume: the checkpoint predates the study runner; use --overwrite")
+            layout = self.plan_layout(saved and saved["layout"])
+            chunks = self.chunks(layout)
+            entries = list(saved["entries"]) if saved else self.pending_entries()
+            histories: list[dict | None] = [None] * len(self.specs)
+            states: list[Any] = [None] * len(self.specs)
+            resumed_from = {"chunk": saved["chunk"], "step": saved["step"]} if saved else None
+            if on_start is not None:
+                on_start(layout.describe(len(chunks)), resumed_from)
+            done_runs = sum(b - a for a, b in chunks[:saved["chunk"]]) if saved else 0
+            if saved and saved["finished"]:
+                done_runs += chunks[saved["chunk"]][1] - chunks[saved["chunk"]][0]
+            bar = tqdm(total=len(self.specs) * self.steps, initial=done_runs * self.steps, desc=desc, unit="run-step",
+                       disable=not progress)
 
-        def is_chunk_final(global_step: int) -> bool:
-            return keep_chunk_states and global_step % self.steps == 0
+            def is_chunk_final(global_step: int) -> bool:
+                return keep_chunk_states and global_step % self.steps == 0
 
-        def checkpoint(index: int, states, hist, pending, finished: bool, extra, wall: float, padded: int):
-            if manager is None:
-                return
-            start = chunks[index][0]
-            # a finished chunk saves at its last step even when all its runs diverged before it
-            step = self.steps if finished else int(np.max(to_host(states.step)))
-            meta = {"chunk": index, "step": step, "finished": finished, "padded_runs": padded,
-                    "histories": hist, "pending": np.asarray(pending, np.float32).tolist(),
-                    "entries": entries, "settings": settings, "extra": extra, "wall_time_s": wall,
-                    "layout": {"strategy": layout.strategy, "runs_per_chunk": layout.runs_per_chunk}}
-            save(manager, start * self.steps + step, states, meta)
-            prune(manager, keep_checkpoints, is_chunk_final)
+            def checkpoint(index: int, states, hist, pending, finished: bool, extra, wall: float, padded: int):
+                if manager is None:
+                    return
+                start = chunks[index][0]
+                # a finished chunk saves at its last step even when all its runs diverged before it
+                step = self.steps if finished else int(np.max(to_host(states.step)))
+                meta = {"chunk": index, "step": step, "finished": finished, "padded_runs": padded,
+                        "histories": hist, "pending": np.asarray(pending, np.float32).tolist(),
+                        "entries": entries, "settings": settings, "extra": extra, "wall_time_s": wall,
+                        "layout": {"strategy": layout.strategy, "runs_per_chunk": layout.runs_per_chunk}}
+                save(manager, start * self.steps + step, states, meta)
+                prune(manager, keep_checkpoints, is_chunk_final)
 
-        with catch_signals(stop):
             for index, (start, stop_) in enumerate(chunks):
                 real = stop_ - start
                 mid_chunk = saved is not None and saved["chunk"] == index and not saved["finished"]
@@ -310,6 +355,8 @@ class Study:
                                                                               and saved["finished"]))
                 if finished and not return_states:
                     continue
+                if stop():  # a signal before this chunk started: everything before it is saved
+                    raise Interrupted(stop.signum, 0)
                 trainer = self.trainer(start)
                 prepared = [self.prepare_run(i) for i in range(start, stop_)]
                 pad_to = runs_axis_size(layout.mesh) if layout.strategy == "vmap" else 1
@@ -323,7 +370,7 @@ class Study:
                         states[start + i] = jax.tree.map(lambda x, i=i: x[i], host)
                         histories[start + i] = meta["histories"][i]
                     continue
-                hist = [empty_history(run_metrics(bool(self.specs[i].poisons))) for i in range(start, stop_)]
+                hist = [empty_history(self.metrics_of(i)) for i in range(start, stop_)]
                 pending, extra_restored, wall_before = None, None, 0.0
                 padded = pad_runs(prepared, pad_to)
                 stacked = stack_trees([p.state for p in padded])
@@ -350,7 +397,7 @@ class Study:
                                              extra_restored))
                 chunk_observers = ([per_run(trackers)] if trackers else []) + list(observers)
                 started = time.time()
-                metrics = run_metrics(bool(self.specs[start].poisons))
+                metrics = self.metrics_of(start)
 
                 def wall() -> float:
                     return wall_before + time.time() - started

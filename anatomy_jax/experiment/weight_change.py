@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import sys
 from typing import Any
 
 import numpy as np
@@ -23,8 +22,9 @@ from anatomy_jax.data import Dataset
 from anatomy_jax.dynamics import MODES, RWCTracker, cluster_layers, depth_order
 from anatomy_jax.experiment.options import DataOptions, DeviceOptions, OutputOptions, resumable_settings
 from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
-                                            json_matrix, matrix_from_json, prepare_output_dir, write_json)
-from anatomy_jax.experiment.study import Study, describe_layout
+                                            prepare_output_dir)
+from anatomy_jax.utils.serialize import json_matrix, matrix_from_json, write_json
+from anatomy_jax.experiment.study import Study, stream_results
 from anatomy_jax.models import MODEL_NAMES, check_model_names
 from anatomy_jax.poison import PatternSpec, PoisonSpec
 from anatomy_jax.train import RunSpec, TrainConfig
@@ -164,21 +164,10 @@ def run_weight_change(config: WeightChangeConfig, workdir: str | pathlib.Path | 
                              overwrite=config.overwrite)
     results = {"config": dataclasses.asdict(config), **environment(),
                "dataset": {"name": data.name, "train_images": len(data.train), "image_shape": list(data.image_shape)},
-               "resumed_from_step": None, "runs": [], "models": {}}
-
-    def start(sweep: dict, resumed_from: dict | None) -> None:
-        results["sweep"] = sweep
-        if resumed_from is not None:
-            results["resumed_from_step"], results["resumed_from_chunk"] = resumed_from["step"], resumed_from["chunk"]
-        if progress:
-            print(describe_layout(sweep, len(config.models) * len(config.seeds)), file=sys.stderr)
-
-    def update(entries: list[dict]) -> None:
-        results["runs"] = entries
-        write_json(out / RESULTS_FILE, results)
-
+               "resumed_from_step": None, "runs": study.pending_entries(), "models": {}}
+    stream = stream_results(results, out / RESULTS_FILE, resume=config.resume, announce=progress)
     records = train_models_rwc(config, data, checkpoint_dir=out / CHECKPOINT_DIR, progress=progress,
-                               on_start=start, on_update=update, study=study)
+                               on_start=stream.on_start, on_update=stream.on_update, study=study)
     for model in config.models:
         runs = [r for r in records if r["model"] == model]
         mean = _mean_over_seeds(runs)

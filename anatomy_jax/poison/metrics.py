@@ -103,6 +103,11 @@ class BackdoorMetrics:
 
     names = ("attack_success_rate", "reliance")
 
+    def run_inputs(self, context) -> BackdoorInputs:
+        """The run's patterns, targets and test offsets (`context`: anatomy_jax.train.MetricContext)."""
+        return backdoor_inputs(context.patterns, context.targets, context.test.num_batches,
+                               context.test.batch_size, context.key)
+
     def sums(self, apply_fn: Callable[[jax.Array], jax.Array], batch: jax.Array, x: jax.Array, y: jax.Array,
              valid: jax.Array, logits: jax.Array, inputs: BackdoorInputs) -> dict[str, jax.Array]:
         hits, margins, counts = [], [], []

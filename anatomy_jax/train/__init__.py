@@ -3,7 +3,8 @@ sweeps over runs, the loop, device meshes and checkpoints."""
 
 from anatomy_jax.train.checkpoint import checkpoint_manager, latest_meta, meta_at, prune, restore_latest, restore_step, save
 from anatomy_jax.train.config import TrainConfig, make_trainer, train_config_of
-from anatomy_jax.train.evaluation import ClassificationMetrics, Metric, TestSet, batch_test_set, evaluate, to_float
+from anatomy_jax.train.evaluation import (ClassificationMetrics, Metric, MetricContext, TestSet, batch_test_set, evaluate,
+                                          metric_inputs, to_float)
 from anatomy_jax.train.loop import (DEFAULT_METRICS, Observer, SweepObserver, chunk_ends, empty_history, metric_names,
                                     per_run, train_loop, train_sweep)
 from anatomy_jax.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, schedule_shape, with_learning_rate
@@ -16,7 +17,7 @@ from anatomy_jax.train.strategies import STRATEGIES, auto_runs_per_device, choos
 
 __all__ = [
     "DATA", "DEFAULT_METRICS", "OPTIMIZERS", "RUNS", "SCHEDULES", "STRATEGIES", "AdversarialTraining",
-    "ClassificationMetrics", "Metric", "Observer", "PreparedRun", "RunData", "RunPlan", "RunSpec", "SweepData",
+    "ClassificationMetrics", "Metric", "MetricContext", "metric_inputs", "Observer", "PreparedRun", "RunData", "RunPlan", "RunSpec", "SweepData",
     "SweepObserver", "TestSet", "TrainConfig", "TrainState", "Trainer", "all_finite", "auto_runs_per_device",
     "batch_test_set", "checkpoint_manager", "choose_strategy", "chunk_ends", "cross_entropy", "empty_history",
     "evaluate", "initialize_multihost", "is_primary_process", "latest_meta", "make_optimizer", "make_sweep_mesh",

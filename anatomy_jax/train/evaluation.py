@@ -55,7 +55,19 @@ def to_float(images: jax.Array) -> jax.Array:
     return images.astype(jnp.float32) / 255.0
 
 
+class MetricContext(NamedTuple):
+    """What a metric may draw its per-run inputs from (`Metric.run_inputs`)."""
+
+    patterns: Any  # the run's Patterns (K may be 0)
+    targets: jax.Array  # (K,) int32 target class of each pattern
+    test: TestSet
+    key: jax.Array  # the run's key for metric randomness (e.g. where random-location patterns sit)
+
+
 class Metric(Protocol):
+    """A test metric. Optionally also `run_inputs(context: MetricContext)`: the per-run arrays its
+    `sums` receive as `inputs` (a metric without it gets None)."""
+
     names: tuple[str, ...]  # the values `finalize` returns
 
     def sums(self, apply_fn: Callable[[jax.Array], jax.Array], batch: jax.Array, x: jax.Array, y: jax.Array,
@@ -79,6 +91,11 @@ class ClassificationMetrics:
     def finalize(self, sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
         n = jnp.maximum(sums["count"], 1)
         return {"clean_accuracy": sums["correct"] / n, "test_loss": sums["loss"] / n}
+
+
+def metric_inputs(metrics: Sequence[Metric], context: MetricContext) -> tuple:
+    """The per-run inputs of each metric, in order (None for metrics that need none)."""
+    return tuple(m.run_inputs(context) if hasattr(m, "run_inputs") else None for m in metrics)
 
 
 def evaluate(apply_fn: Callable[[jax.Array], jax.Array], test: TestSet, metrics: Sequence[Metric],

@@ -18,14 +18,15 @@ from typing import Any, NamedTuple, Sequence
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from anatomy_jax.data.datasets import Dataset
-from anatomy_jax.poison.metrics import BackdoorInputs, BackdoorMetrics, backdoor_inputs
+from anatomy_jax.poison.metrics import BackdoorInputs, BackdoorMetrics
 from anatomy_jax.poison.patterns import Patterns, make_patterns
 from anatomy_jax.poison.poisoning import PoisonPlan, PoisonSpec, clean_plan, plan_poison
 from anatomy_jax.train.config import TrainConfig
-from anatomy_jax.train.evaluation import ClassificationMetrics, Metric, TestSet
+from anatomy_jax.train.evaluation import ClassificationMetrics, Metric, MetricContext, TestSet, metric_inputs
 from anatomy_jax.train.steps import Trainer, TrainState
 
 
@@ -70,12 +71,14 @@ def plan_run(spec: RunSpec, data: Dataset) -> RunPlan:
 
 
 def run_metrics(poisoned: bool) -> tuple[Metric, ...]:
-    """The test metrics of a run: clean accuracy and loss, plus ASR and reliance when poisoned."""
+    """The default test metrics of a run: clean accuracy and loss, plus ASR and reliance when
+    poisoned. Studies pass their own composition to `prepare_run` / `Study.prepare`."""
     return (ClassificationMetrics(), BackdoorMetrics()) if poisoned else (ClassificationMetrics(),)
 
 
 def metrics_for(metric_inputs: tuple) -> tuple[Metric, ...]:
-    """The metrics that `prepare_run` laid out `metric_inputs` for."""
+    """The default metrics `prepare_run` laid out `metric_inputs` for (for `train_loop` callers
+    that pass none)."""
     return run_metrics(any(isinstance(i, BackdoorInputs) for i in metric_inputs))
 
 
@@ -101,13 +104,13 @@ class PreparedRun(NamedTuple):
 
 
 def prepare_run(trainer: Trainer, spec: RunSpec, train_images: jax.Array, test: TestSet,
-                planned: RunPlan) -> PreparedRun:
-    """The device data and the initial state of a planned run."""
+                planned: RunPlan, metrics: Sequence[Metric] | None = None) -> PreparedRun:
+    """The device data and the initial state of a planned run, with the inputs of `metrics`
+    (default: `run_metrics`) laid out for its test set."""
     init_key, data_key, poison_key = spec.keys()
-    inputs: tuple = (None,)
-    if spec.poisons:
-        inputs = (None, backdoor_inputs(planned.patterns, [p.target for p in spec.poisons], test.num_batches,
-                                        test.batch_size, jax.random.fold_in(poison_key, 1)))
+    metrics = run_metrics(bool(spec.poisons)) if metrics is None else metrics
+    targets = jnp.asarray([p.target for p in spec.poisons], jnp.int32)
+    inputs = metric_inputs(metrics, MetricContext(planned.patterns, targets, test, jax.random.fold_in(poison_key, 1)))
     state = trainer.init(init_key, data_key, train_images, spec.learning_rate)
     return PreparedRun(RunData(train_images, planned.plan, planned.patterns, test, inputs), planned.stats, state)
 

@@ -102,7 +102,7 @@ def test_signal_saves_the_step_reached_and_the_printed_command_resumes(tmp_path,
 
 def test_sigkill_at_any_moment_resumes_from_the_last_complete_checkpoint(tmp_path, uninterrupted):
     out = tmp_path / "run"
-    proc = _start(out, "--checkpoint-every", "1")  # a checkpoint at every step: the kill lands in or near one
+    proc = _start(out, "--checkpoint-every", "3")  # frequent checkpoints: the kill lands in or near one
     _wait_for_status(out / "results.json", "running", proc)
     time.sleep(0.3)
     os.kill(proc.pid, signal.SIGKILL)
@@ -112,7 +112,7 @@ def test_sigkill_at_any_moment_resumes_from_the_last_complete_checkpoint(tmp_pat
     assert complete, "no checkpoint was written before the kill"
     # what a kill during a write leaves behind: a temporary directory for a later step
     (checkpoints / f"{complete[-1] + 1}.orbax-checkpoint-tmp-1234567").mkdir()
-    resumed = subprocess.run([sys.executable, SCRIPT, *CLI, "--checkpoint-every", "1", "--out", str(out),
+    resumed = subprocess.run([sys.executable, SCRIPT, *CLI, "--checkpoint-every", "3", "--out", str(out),
                               "--resume"], cwd=ROOT, text=True, capture_output=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
