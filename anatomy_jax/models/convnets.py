@@ -56,7 +56,7 @@ class AlexNet(StagedNetwork):
     def stages(self) -> Sequence[Stage]:
         spec = [(64, True), (192, True), (384, False), (256, False), (256, True)]
         out: list[Stage] = [
-            (f"conv{i + 1}", lambda name, c=c, p=p: ConvNormAct(channels(c, self.width), pool=p, dtype=self.dtype,
+            (f"conv{i + 1}", lambda name, c=c, p=p: ConvNormAct(channels(c, self.width), pool=p, dtype=self.dtype, norm_axis=self.norm_axis,
                                                                name=name))
             for i, (c, p) in enumerate(spec)
         ]
@@ -81,7 +81,7 @@ class VGG(StagedNetwork):
     def stages(self) -> Sequence[Stage]:
         blocks = VGG_CONFIGS[self.config]
         out: list[Stage] = [
-            (f"block{i + 1}", lambda name, b=b: ConvStack(tuple(channels(c, self.width) for c in b), dtype=self.dtype,
+            (f"block{i + 1}", lambda name, b=b: ConvStack(tuple(channels(c, self.width) for c in b), dtype=self.dtype, norm_axis=self.norm_axis,
                                                          name=name))
             for i, b in enumerate(blocks)
         ]

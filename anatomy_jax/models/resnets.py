@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from anatomy_jax.models.base import ConvNormAct, GlobalPool, Logits, Stage, StagedNetwork, channels
+from anatomy_jax.models.base import ConvNormAct, GlobalPool, Logits, Stage, StagedNetwork, batch_norm, channels
 
 
-def _bn(train: bool, dtype: Any, name: str | None = None) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype, name=name)
+def _bn(train: bool, dtype: Any, name: str | None = None, axis: str | None = None) -> nn.BatchNorm:
+    return batch_norm(train, dtype, axis, name)
 
 
 class SplitGroupConv:
@@ -42,11 +44,11 @@ def _conv(features: int, kernel: int, stride: int, dtype: Any, groups: int = 1, 
                    conv_general_dilated_cls=SplitGroupConv if groups > 1 else None)
 
 
-def _projection_shortcut(x, features: int, stride: int, train: bool, dtype: Any):
+def _projection_shortcut(x, features: int, stride: int, train: bool, dtype: Any, axis: str | None = None):
     """Identity, or a 1x1 conv + batch norm when the block changes the shape (call in a compact method)."""
     if stride == 1 and x.shape[-1] == features:
         return x
-    return _bn(train, dtype, "shortcut_bn")(_conv(features, 1, stride, dtype, name="shortcut")(x))
+    return _bn(train, dtype, "shortcut_bn", axis)(_conv(features, 1, stride, dtype, name="shortcut")(x))
 
 
 class BasicBlock(nn.Module):
@@ -55,12 +57,14 @@ class BasicBlock(nn.Module):
     features: int
     stride: int = 1
     dtype: Any = jnp.float32
+    norm_axis: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        y = nn.relu(_bn(train, self.dtype)(_conv(self.features, 3, self.stride, self.dtype)(x)))
-        y = _bn(train, self.dtype)(_conv(self.features, 3, 1, self.dtype)(y))
-        return nn.relu(_projection_shortcut(x, self.features, self.stride, train, self.dtype) + y)
+        bn = functools.partial(_bn, train, self.dtype, axis=self.norm_axis)
+        y = nn.relu(bn()(_conv(self.features, 3, self.stride, self.dtype)(x)))
+        y = _bn(train, self.dtype, axis=self.norm_axis)(_conv(self.features, 3, 1, self.dtype)(y))
+        return nn.relu(_projection_shortcut(x, self.features, self.stride, train, self.dtype, self.norm_axis) + y)
 
 
 class PreActBlock(nn.Module):
@@ -69,15 +73,16 @@ class PreActBlock(nn.Module):
     features: int
     stride: int = 1
     dtype: Any = jnp.float32
+    norm_axis: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        out = nn.relu(_bn(train, self.dtype)(x))
+        out = nn.relu(_bn(train, self.dtype, axis=self.norm_axis)(x))
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.features:
             shortcut = _conv(self.features, 1, self.stride, self.dtype, name="shortcut")(out)
         y = _conv(self.features, 3, self.stride, self.dtype)(out)
-        y = _conv(self.features, 3, 1, self.dtype)(nn.relu(_bn(train, self.dtype)(y)))
+        y = _conv(self.features, 3, 1, self.dtype)(nn.relu(_bn(train, self.dtype, axis=self.norm_axis)(y)))
         return y + shortcut
 
 
@@ -89,13 +94,15 @@ class ResNeXtBlock(nn.Module):
     cardinality: int
     stride: int = 1
     dtype: Any = jnp.float32
+    norm_axis: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        y = nn.relu(_bn(train, self.dtype)(_conv(self.inner, 1, 1, self.dtype)(x)))
-        y = nn.relu(_bn(train, self.dtype)(_conv(self.inner, 3, self.stride, self.dtype, groups=self.cardinality)(y)))
-        y = _bn(train, self.dtype)(_conv(self.features, 1, 1, self.dtype)(y))
-        return nn.relu(_projection_shortcut(x, self.features, self.stride, train, self.dtype) + y)
+        y = nn.relu(_bn(train, self.dtype, axis=self.norm_axis)(_conv(self.inner, 1, 1, self.dtype)(x)))
+        y = nn.relu(_bn(train, self.dtype, axis=self.norm_axis)(
+            _conv(self.inner, 3, self.stride, self.dtype, groups=self.cardinality)(y)))
+        y = _bn(train, self.dtype, axis=self.norm_axis)(_conv(self.features, 1, 1, self.dtype)(y))
+        return nn.relu(_projection_shortcut(x, self.features, self.stride, train, self.dtype, self.norm_axis) + y)
 
 
 class ResidualStage(nn.Module):
@@ -108,17 +115,19 @@ class ResidualStage(nn.Module):
     inner: int = 0
     cardinality: int = 1
     dtype: Any = jnp.float32
+    norm_axis: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         for i in range(self.num_blocks):
             stride = self.stride if i == 0 else 1
             if self.kind == "basic":
-                x = BasicBlock(self.features, stride, self.dtype)(x, train)
+                x = BasicBlock(self.features, stride, self.dtype, self.norm_axis)(x, train)
             elif self.kind == "preact":
-                x = PreActBlock(self.features, stride, self.dtype)(x, train)
+                x = PreActBlock(self.features, stride, self.dtype, self.norm_axis)(x, train)
             else:
-                x = ResNeXtBlock(self.features, self.inner, self.cardinality, stride, self.dtype)(x, train)
+                x = ResNeXtBlock(self.features, self.inner, self.cardinality, stride, self.dtype,
+                                 self.norm_axis)(x, train)
         return x
 
 
@@ -126,10 +135,11 @@ class PreActHead(nn.Module):
     """Final BN-ReLU of a pre-activation network, then global average pooling."""
 
     dtype: Any = jnp.float32
+    norm_axis: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        return jnp.mean(nn.relu(_bn(train, self.dtype)(x)), axis=(1, 2))
+        return jnp.mean(nn.relu(_bn(train, self.dtype, axis=self.norm_axis)(x)), axis=(1, 2))
 
 
 class ResNet(StagedNetwork):
@@ -146,11 +156,13 @@ class ResNet(StagedNetwork):
         if self.preact:
             out: list[Stage] = [("stem", lambda name: _PlainConv(stem_channels, self.dtype, name=name))]
         else:
-            out = [("stem", lambda name: ConvNormAct(stem_channels, dtype=self.dtype, name=name))]
+            out = [("stem", lambda name: ConvNormAct(stem_channels, dtype=self.dtype, norm_axis=self.norm_axis,
+                                                         name=name))]
         for i, n in enumerate(self.blocks):
             out.append((f"layer{i + 1}", lambda name, i=i, n=n: ResidualStage(
-                kind, n, channels(64 * 2 ** i, self.width), 1 if i == 0 else 2, dtype=self.dtype, name=name)))
-        out.append(("features", (lambda name: PreActHead(self.dtype, name=name)) if self.preact
+                kind, n, channels(64 * 2 ** i, self.width), 1 if i == 0 else 2, dtype=self.dtype,
+                norm_axis=self.norm_axis, name=name)))
+        out.append(("features", (lambda name: PreActHead(self.dtype, self.norm_axis, name=name)) if self.preact
                     else (lambda name: GlobalPool(name=name))))
         return out + [("logits", lambda name: Logits(self.num_classes, dtype=self.dtype, name=name))]
 
@@ -177,11 +189,13 @@ class ResNeXt(StagedNetwork):
     blocks_per_stage: int = 3
 
     def stages(self) -> Sequence[Stage]:
-        out: list[Stage] = [("stem", lambda name: ConvNormAct(channels(64, self.width), dtype=self.dtype, name=name))]
+        out: list[Stage] = [("stem", lambda name: ConvNormAct(channels(64, self.width), dtype=self.dtype,
+                                                              norm_axis=self.norm_axis, name=name))]
         for s in range(3):
             inner = self.cardinality * channels(self.group_width * 2 ** s, self.width)
             out.append((f"stage{s + 1}", lambda name, s=s, inner=inner: ResidualStage(
                 "resnext", self.blocks_per_stage, channels(128 * 2 ** s, self.width), 1 if s == 0 else 2,
-                inner=inner, cardinality=self.cardinality, dtype=self.dtype, name=name)))
+                inner=inner, cardinality=self.cardinality, dtype=self.dtype, norm_axis=self.norm_axis,
+                name=name)))
         out.append(("features", lambda name: GlobalPool(name=name)))
         return out + [("logits", lambda name: Logits(self.num_classes, dtype=self.dtype, name=name))]

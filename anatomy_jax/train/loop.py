@@ -116,14 +116,17 @@ def train_sweep(
     num_runs = data.num_runs
     metrics = metrics_for(data.metric_inputs) if metrics is None else tuple(metrics)
     chex.assert_axis_dimension(states.step, 0, num_runs)
-    engine = make_engine(strategy, trainer, metrics, states, data, mesh)
+    start = int(np.max(to_host(states.step)))  # a diverged run's step stops where it diverged
+    ends = chunk_ends(start, steps, [eval_every, checkpoint_every])
+    # one compiled program for every chunk length: the longest a sweep of these intervals can have
+    max_steps = max(np.diff([0] + chunk_ends(0, steps, [eval_every, checkpoint_every])))
+    engine = make_engine(strategy, trainer, metrics, states, data, mesh, int(max_steps))
     histories = [empty_history(metrics) for _ in range(num_runs)] if histories is None else histories
     names = metric_names(metrics)
-    start = int(np.max(to_host(states.step)))  # a diverged run's step stops where it diverged
     eval_steps = [s for s in chunk_ends(0, steps, [eval_every]) if s > start]
     pending = np.zeros((num_runs, 0), np.float32) if pending is None else np.asarray(pending, np.float32)
     done = start
-    for end in chunk_ends(start, steps, [eval_every, checkpoint_every]):
+    for end in ends:
         active = np.array([not h["diverged"] for h in histories])
         if not active.any():
             break

@@ -128,44 +128,53 @@ class Trainer:
         logits = self.model.apply(variables, x, train=train)
         return (logits, batch_stats) if train else logits
 
-    def train_batch(self, state: TrainState, images: jax.Array, plan: PoisonPlan,
-                    patterns: Patterns) -> tuple[TrainState, jax.Array, jax.Array]:
+    def train_batch(self, state: TrainState, images: jax.Array, plan: PoisonPlan, patterns: Patterns,
+                    step: jax.Array | None = None) -> tuple[TrainState, jax.Array, jax.Array]:
         """The (x, y) batch of `state.step`: gathered, poisoned, augmented (floats in [0, 1]).
 
         Epoch e visits the images in the order `permutation(fold_in(data_key, e))` (the last
         partial batch is dropped). The permutation is drawn once per epoch, at its first step, and
         kept in the state: drawing it every step cost 45 ms per step for MNIST's 60,000 images.
+        `step`, when given, is `state.step` shared by every run of a vmapped sweep (unbatched, so
+        the permutation's `cond` stays a branch under vmap instead of a select that sorts every step).
+
+        With `data_axis` set (inside `shard_map`), each device gathers, stamps and augments only
+        its slice of the batch; augmentation is drawn per example, so the slices together are the
+        single-device batch.
         """
         n = images.shape[0]
         steps_per_epoch = n // self.batch_size
-        epoch, position = jnp.divmod(state.step, steps_per_epoch)
+        step = state.step if step is None else step
+        epoch, position = jnp.divmod(step, steps_per_epoch)
         key = jax.random.wrap_key_data(state.rng)
         order = jax.lax.cond(
             position == 0,
             lambda: jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 0), epoch), n).astype(jnp.int32),
             lambda: state.order)
         idx = jax.lax.dynamic_slice(order, (position * self.batch_size,), (self.batch_size,))
+        positions = jnp.arange(self.batch_size)
+        if self.data_axis is not None:
+            local = self.batch_size // jax.lax.axis_size(self.data_axis)
+            start = jax.lax.axis_index(self.data_axis) * local
+            idx = jax.lax.dynamic_slice_in_dim(idx, start, local)
+            positions = start + jnp.arange(local)
         x = stamp(to_float(images[idx]), plan.pattern_id[idx], plan.offsets[idx], patterns)
         if self.crop_padding or self.flip:
-            aug_key = jax.random.fold_in(jax.random.fold_in(key, 1), state.step)
-            x = augment(aug_key, x, crop_padding=self.crop_padding, flip=self.flip)
+            aug_key = jax.random.fold_in(jax.random.fold_in(key, 1), step)
+            x = augment(aug_key, x, crop_padding=self.crop_padding, flip=self.flip, indices=positions)
         return state._replace(order=order), x, plan.labels[idx]
 
-    def train_step(self, state: TrainState, images: jax.Array, plan: PoisonPlan,
-                   patterns: Patterns) -> tuple[TrainState, jax.Array]:
+    def train_step(self, state: TrainState, images: jax.Array, plan: PoisonPlan, patterns: Patterns,
+                   step: jax.Array | None = None) -> tuple[TrainState, jax.Array]:
         """One SGD/Adam update; returns the new state and the batch loss.
 
-        With `data_axis` set (inside `shard_map`), every device of that axis draws the same batch,
-        trains on its slice, and gradients, loss and batch statistics are averaged over the axis,
-        which matches the single-device step up to the order of floating-point sums.
+        With `data_axis` set (inside `shard_map`), each device of that axis trains on its slice of
+        the batch; batch norm normalises with the statistics of the whole batch (the model's
+        `norm_axis`), and gradients, loss and running statistics are averaged over the axis, which
+        matches the single-device step up to the order of floating-point sums. `step` as in
+        `train_batch`.
         """
-        state, x, y = self.train_batch(state, images, plan, patterns)
-        if self.data_axis is not None:
-            shards = jax.lax.axis_size(self.data_axis)
-            local = self.batch_size // shards
-            start = jax.lax.axis_index(self.data_axis) * local
-            x = jax.lax.dynamic_slice_in_dim(x, start, local)
-            y = jax.lax.dynamic_slice_in_dim(y, start, local)
+        state, x, y = self.train_batch(state, images, plan, patterns, step)
         if self.adversarial is not None:
             x = self.adversarial_batch(state, x, y)
 
@@ -200,9 +209,16 @@ class Trainer:
         """One jitted training step (`train_step`); `state` is donated."""
         return self.train_step(state, images, plan, patterns)
 
-    @functools.partial(jax.jit, static_argnums=(0, 5), donate_argnums=1)
-    def _scanned_steps(self, state: TrainState, images, plan, patterns, num_steps: int):
-        return jax.lax.scan(lambda s, _: self.train_step(s, images, plan, patterns), state, None, length=num_steps)
+    @functools.partial(jax.jit, static_argnums=(0, 6), donate_argnums=1)
+    def _fused_steps(self, state: TrainState, images, plan, patterns, num_steps: jax.Array, max_steps: int):
+        """`num_steps` (traced: one program for every chunk length up to `max_steps`) steps in one
+        loop; returns the state and a (max_steps,) loss buffer whose first `num_steps` are set."""
+        def body(i, carry):
+            s, losses = carry
+            s, loss = self.train_step(s, images, plan, patterns)
+            return s, losses.at[i].set(loss)
+
+        return jax.lax.fori_loop(0, num_steps, body, (state, jnp.zeros((max_steps,), jnp.float32)))
 
     @property
     def fused(self) -> bool:
@@ -216,16 +232,21 @@ class Trainer:
         return self.fuse_steps if self.fuse_steps is not None else jax.default_backend() != "cpu"
 
     def train_steps(self, state: TrainState, images: jax.Array, plan: PoisonPlan, patterns: Patterns,
-                    num_steps: int) -> tuple[TrainState, jax.Array, jax.Array]:
+                    num_steps: int, max_steps: int | None = None) -> tuple[TrainState, jax.Array, jax.Array]:
         """`num_steps` steps; returns the state, the losses and whether loss and params stayed finite.
 
-        `state` is donated: do not use it afterwards.
+        Fused (GPU/TPU), the steps run as one loop compiled once for every `num_steps` up to
+        `max_steps` (default `num_steps`); the losses are then a (max_steps,) buffer whose first
+        `num_steps` entries are set. `state` is donated: do not use it afterwards.
         """
         chex.assert_rank(images, 4)
         if images.shape[0] < self.batch_size:
             raise ValueError(f"batch size {self.batch_size} exceeds the {images.shape[0]} training images")
         if self.fused:
-            state, losses = self._scanned_steps(state, images, plan, patterns, num_steps)
+            max_steps = num_steps if max_steps is None else max_steps
+            if not 1 <= num_steps <= max_steps:
+                raise ValueError(f"num_steps must be in [1, {max_steps}], got {num_steps}")
+            state, losses = self._fused_steps(state, images, plan, patterns, jnp.int32(num_steps), max_steps)
         else:
             losses = []
             for _ in range(num_steps):

@@ -69,18 +69,40 @@ def _never() -> bool:
 # ---- the vmap strategy: one program for every run, sharded over the runs axis -----------------
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=3)
-def _vmapped_steps(trainer: Trainer, mesh: Mesh, num_steps: int, states: TrainState, images, plans, patterns):
-    def local(states, images, plans, patterns):
-        step = jax.vmap(trainer.train_step, in_axes=(0, None, 0, None))
-        if num_steps == 1:  # no loop: XLA:CPU runs convolution gradients inside loops slowly
-            states, losses = step(states, images, plans, patterns)
-            return states, losses[:, None]
-        states, losses = jax.lax.scan(lambda s, _: step(s, images, plans, patterns), states, None, length=num_steps)
-        return states, losses.T
+def step_all(trainer: Trainer, states: TrainState, images, plans, patterns) -> tuple[TrainState, jax.Array]:
+    """One training step of every stacked run (traceable; the vmap strategy's step).
 
-    return jax.shard_map(local, mesh=mesh, in_specs=(P(RUNS), P(), P(RUNS), P()),
-                         out_specs=(P(RUNS), P(RUNS)), check_vma=False)(states, images, plans, patterns)
+    Every run of a sweep is at the same step, so the step is passed unbatched: the epoch
+    permutation's `cond` stays a branch, where a batched predicate would make vmap turn it into a
+    select that sorts N indices at every step of every run.
+    """
+    return jax.vmap(trainer.train_step, in_axes=(0, None, 0, None, None))(states, images, plans, patterns,
+                                                                         states.step[0])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=3)
+def _vmapped_steps(trainer: Trainer, mesh: Mesh, max_steps: int, states: TrainState, images, plans, patterns,
+                   num_steps: jax.Array):
+    """`num_steps` steps of every run; losses (R, max_steps), the first `num_steps` columns set.
+    `num_steps` is traced, so one program serves every chunk length up to `max_steps`."""
+    def local(states, images, plans, patterns, num_steps):
+        def step(s):
+            return step_all(trainer, s, images, plans, patterns)
+
+        if max_steps == 1:  # no loop: XLA:CPU runs convolution gradients inside loops slowly
+            states, losses = step(states)
+            return states, losses[:, None]
+
+        def body(i, carry):
+            s, losses = carry
+            s, loss = step(s)
+            return s, losses.at[:, i].set(loss)
+
+        zeros = jnp.zeros((states.step.shape[0], max_steps), jnp.float32)
+        return jax.lax.fori_loop(0, num_steps, body, (states, zeros))
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(RUNS), P(), P(RUNS), P(), P()),
+                         out_specs=(P(RUNS), P(RUNS)), check_vma=False)(states, images, plans, patterns, num_steps)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -116,14 +138,16 @@ def _data_parallel(trainer: Trainer) -> Trainer:
     """`trainer` splitting batches over the mesh's data axis; one object per trainer, so the
     compiled programs (cached per Trainer object) are reused by every chunk of a sweep."""
     if trainer not in _DATA_PARALLEL:
-        _DATA_PARALLEL[trainer] = dataclasses.replace(trainer, data_axis=DATA)
+        # batch norm averages its statistics over the data axis: the whole batch's, as on one device
+        _DATA_PARALLEL[trainer] = dataclasses.replace(trainer, data_axis=DATA, model=trainer.model.clone(norm_axis=DATA))
     return _DATA_PARALLEL[trainer]
 
 
 class VmapEngine:
     """Advances stacked runs with one vmapped (and sharded) program."""
 
-    def __init__(self, trainer: Trainer, metrics: tuple, states: TrainState, data: SweepData, mesh: Mesh):
+    def __init__(self, trainer: Trainer, metrics: tuple, states: TrainState, data: SweepData, mesh: Mesh,
+                 max_steps: int):
         if data.num_runs % runs_axis_size(mesh):
             raise ValueError(f"{data.num_runs} runs do not split over {runs_axis_size(mesh)} devices; pad them "
                              "with `pad_runs`")
@@ -133,6 +157,7 @@ class VmapEngine:
         self.trainer = _data_parallel(trainer) if data_shards > 1 else trainer
         self.metrics = metrics
         self.mesh = mesh
+        self.max_steps = max_steps
         self.states = place_states(states, "vmap", mesh)
         self.plans, self.inputs = put((data.plans, data.metric_inputs), mesh, P(RUNS))
         self.images, self.patterns, self.test = put((data.images, data.patterns, data.test), mesh, P())
@@ -144,16 +169,20 @@ class VmapEngine:
         """Up to `num_steps` steps of every run (fewer when `should_stop()` turns true between
         unfused steps); returns losses (R, steps done) and whether each run stayed finite."""
         del active  # every run of the stack steps; diverged ones are ignored by the caller
-        calls = [num_steps] if self.trainer.fused else [1] * num_steps
+        fused = self.trainer.fused
+        calls = [num_steps] if fused else [1] * num_steps
         losses = []
         for n in calls:
-            self.states, loss = _vmapped_steps(self.trainer, self.mesh, n, self.states, self.images, self.plans,
-                                               self.patterns)
+            self.states, loss = _vmapped_steps(self.trainer, self.mesh, self.max_steps if fused else 1, self.states,
+                                               self.images, self.plans, self.patterns, jnp.int32(n))
             if self.block:
                 jax.block_until_ready(self.states)
             losses.append(loss)
             if should_stop():
                 break
+        if fused:
+            losses, finite = to_host((losses[0], _runs_finite(losses[0], self.states.params)))
+            return losses[:, :num_steps], finite
         losses = jnp.concatenate(losses, axis=1) if len(losses) > 1 else losses[0]
         return to_host((losses, _runs_finite(losses, self.states.params)))
 
@@ -171,8 +200,9 @@ class VmapEngine:
 class LoopEngine:
     """Advances each run with its own jitted steps (bitwise the computation of a run alone)."""
 
-    def __init__(self, trainer: Trainer, metrics: tuple, states: TrainState, data: SweepData):
+    def __init__(self, trainer: Trainer, metrics: tuple, states: TrainState, data: SweepData, max_steps: int):
         self.trainer = trainer
+        self.max_steps = max_steps
         self.metrics = metrics
         self.states = unstack_tree(states)
         self.runs = data.runs()
@@ -185,7 +215,7 @@ class LoopEngine:
             for r in runs:
                 run = self.runs[r]
                 self.states[r], losses, finite = self.trainer.train_steps(
-                    self.states[r], run.images, run.plan, run.patterns, num_steps)
+                    self.states[r], run.images, run.plan, run.patterns, num_steps, self.max_steps)
                 outputs[r] = (losses, finite)
         else:
             per_run: dict[int, list] = {r: [] for r in runs}
@@ -198,6 +228,8 @@ class LoopEngine:
                     break
             outputs = {r: (jnp.stack(l), all_finite(jnp.stack(l), self.states[r].params)) for r, l in per_run.items()}
         outputs = jax.device_get(outputs)  # one wait for every run; stacking on the host compiles nothing
+        outputs = {r: (losses[:num_steps] if self.trainer.fused else losses, finite)
+                   for r, (losses, finite) in outputs.items()}
         done = len(next(iter(outputs.values()))[0]) if outputs else num_steps
         losses = np.full((len(self.states), done), np.nan, np.float32)
         finite = np.zeros(len(self.states), bool)
@@ -216,14 +248,15 @@ class LoopEngine:
 
 
 def make_engine(strategy: str, trainer: Trainer, metrics: Sequence[Metric], states: TrainState, data: SweepData,
-                mesh: Mesh | None):
+                mesh: Mesh | None, max_steps: int):
+    """The engine of `strategy`; fused steps compile once for chunks of up to `max_steps` steps."""
     if strategy not in ("vmap", "loop"):
         raise ValueError(f"strategy must be 'vmap' or 'loop' here, got {strategy!r} (see choose_strategy)")
     if strategy == "vmap":
         if mesh is None:
             raise ValueError("the vmap strategy needs a mesh (anatomy_jax.train.make_sweep_mesh)")
-        return VmapEngine(trainer, tuple(metrics), states, data, mesh)
-    return LoopEngine(trainer, tuple(metrics), states, data)
+        return VmapEngine(trainer, tuple(metrics), states, data, mesh, max_steps)
+    return LoopEngine(trainer, tuple(metrics), states, data, max_steps)
 
 
 def _memory_budget_bytes() -> int:

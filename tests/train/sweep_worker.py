@@ -1,6 +1,7 @@
 """Runs a tiny sweep in a fresh process for the multi-device and multi-process tests.
 
     python -m tests.train.sweep_worker devices OUT          # 8 forced host devices (set XLA_FLAGS first)
+    python -m tests.train.sweep_worker batch_norm OUT       # 2 forced host devices
     python -m tests.train.sweep_worker process OUT ID PORT  # one of 2 processes (jax.distributed)
 
 Prints one JSON line: {layout name: [per-run {clean_accuracy, train_loss, diverged}]}.
@@ -47,8 +48,47 @@ def resumed_on_all_devices(out):
     return results
 
 
+# A batch-norm model: 2-way data parallelism must normalise with the whole batch's statistics.
+BATCH_NORM = PatternRateConfig(model="resnet18", width=0.25, frequencies=(0.1,), correlations=(1.0,),
+                               learning_rates=(0.05,), steps=60, eval_every=20, checkpoint_every=0, batch_size=64)
+
+
+def one_step_differences(config, steps):
+    """Along a one-device trajectory, the largest relative parameter difference after one step
+    taken from the same state on one device and 2-way data parallel (one value per step)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from anatomy_jax.experiment.pattern_rate import load_study_data, make_trainer, prepare_run
+    from anatomy_jax.train import make_sweep_mesh, stack_runs, stack_trees, to_host
+    from anatomy_jax.train.strategies import VmapEngine
+
+    data = load_study_data(config)
+    trainer = make_trainer(config, data)
+    run = prepare_run(config, trainer, data, jnp.asarray(data.train.images), config.grid()[0])
+    one = VmapEngine(trainer, (), stack_trees([run.state]), stack_runs([run.data]), make_sweep_mesh(1, 1), 1)
+    out = []
+    for _ in range(steps):
+        split = VmapEngine(trainer, (), jax.device_put(to_host(one.states)), stack_runs([run.data]),
+                           make_sweep_mesh(2, 2), 1)
+        for engine in (one, split):
+            engine.advance(1, np.array([True]), lambda: False)
+        a, b = to_host(one.states.params), to_host(split.states.params)
+        out.append(max(jax.tree.leaves(jax.tree.map(
+            lambda x, y: float(np.abs(x - y).max() / (np.abs(x).max() + 1e-12)), a, b))))
+    return out
+
+
 def main(argv):
     mode, out = argv[0], pathlib.Path(argv[1])
+    if mode == "batch_norm":
+        assert jax.device_count() == 2, jax.devices()
+        layouts = {"one_device": dict(devices=1, strategy="vmap"), "data_parallel": dict(data_parallel=2)}
+        found = {name: summary(train_and_evaluate(dataclasses.replace(BATCH_NORM, **kw), out / name, progress=False))
+                 for name, kw in layouts.items()}
+        found["one_step_differences"] = one_step_differences(BATCH_NORM, steps=10)
+        print(json.dumps(found))
+        return
     if mode == "devices":
         assert jax.device_count() == 8, jax.devices()
         layouts = {"sharded": dict(), "single": dict(devices=1, strategy="vmap"), "data_parallel": dict(data_parallel=2)}

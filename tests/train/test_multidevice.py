@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from anatomy_jax.experiment.pattern_rate import train_and_evaluate
 from tests.conftest import ROOT
@@ -55,6 +56,23 @@ def test_sweep_sharded_over_8_devices_equals_one_device(tmp_path):
     *resumed, resumed_layout = out["resumed"]
     assert resumed_layout["num_devices"] == 8 and resumed_layout["runs_per_chunk"] == 6
     assert_same_runs(resumed, single)
+
+
+def test_data_parallel_batch_norm_model_equals_one_device(tmp_path):
+    """ResNet-18 split 2-way over the data axis takes the step one device takes: batch norm uses the
+    whole batch's statistics and augmentation is drawn per example. From the same state, one step
+    agrees to float rounding (per-shard statistics, the old behaviour, differ by ~1 here); over
+    many steps ReLU kinks amplify that rounding (chaotic, as any change of reduction order would),
+    so the end-to-end check is the first evaluation's training loss."""
+    result = subprocess.run([sys.executable, "-m", "tests.train.sweep_worker", "batch_norm", str(tmp_path)],
+                            capture_output=True, text=True, timeout=420, cwd=ROOT,
+                            env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = _last_json_line(result.stdout)
+    assert max(out["one_step_differences"]) <= 1e-5, out["one_step_differences"]
+    (one,), (split,) = out["one_device"][:-1], out["data_parallel"][:-1]
+    assert out["data_parallel"][-1]["data_parallel"] == 2 and out["one_device"][-1]["num_devices"] == 1
+    assert split["train_loss"][0] == pytest.approx(one["train_loss"][0], rel=1e-3)
 
 
 def test_two_processes_equal_one_process(tmp_path):

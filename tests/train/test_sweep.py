@@ -117,3 +117,64 @@ def test_results_do_not_depend_on_chunking(tmp_path):
     assert vmapped["sweep"]["strategy"] == "vmap"
     for a, b in zip(vmapped["runs"], whole["runs"]):
         assert np.allclose(a["clean_accuracy"], b["clean_accuracy"], atol=1 / 360 + 1e-6)
+
+
+def test_fused_chunks_compile_once_whatever_their_length_and_match_single_steps():
+    """Evaluations every 7 steps and checkpoints every 10 cut 40 steps into chunks of 7 different
+    lengths; the fused loop (the GPU/TPU path, forced here) compiles one program for all of them."""
+    import logging
+
+    class Compiles(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def emit(self, record):
+            message = record.getMessage()
+            if message.startswith("Compiling jit("):
+                self.names.append(message[len("Compiling jit("):].split(")")[0])
+
+    config = dataclasses.replace(CONFIG, learning_rates=(0.05,), correlations=(1.0,), steps=40)
+    data = load_study_data(config)
+    base = make_trainer(config, data)
+    images = jnp.asarray(data.train.images)
+    mesh = make_sweep_mesh()
+    finals = {}
+    for name, trainer, strategy in (("single", dataclasses.replace(base, fuse_steps=False), "loop"),
+                                    ("loop", dataclasses.replace(base, fuse_steps=True), "loop"),
+                                    ("vmap", dataclasses.replace(base, fuse_steps=True), "vmap")):
+        prepared = [prepare_run(config, trainer, data, images, run) for run in config.grid()]
+        states = place_states(stack_trees([p.state for p in prepared]), strategy, mesh)
+        compiles = Compiles()
+        logging.getLogger("jax").addHandler(compiles)
+        try:
+            with jax.log_compiles(True):
+                states, histories = train_sweep(trainer, states, stack_runs([p.data for p in prepared]), steps=40,
+                                                eval_every=7, checkpoint_every=10, on_checkpoint=lambda *a: None,
+                                                strategy=strategy, mesh=mesh)
+        finally:
+            logging.getLogger("jax").removeHandler(compiles)
+        finals[name] = (to_host(states.params), histories)
+        if name != "single":  # one training program for chunks of 7, 3, 4, 6, 1, 2 and 5 steps
+            assert compiles.names.count("_fused_steps" if name == "loop" else "_vmapped_steps") == 1, compiles.names
+    for name in ("loop", "vmap"):
+        assert finals[name][1][0]["steps"] == finals["single"][1][0]["steps"] == [7, 14, 21, 28, 35, 40]
+        np.testing.assert_allclose(finals[name][1][0]["train_loss"], finals["single"][1][0]["train_loss"], rtol=1e-5)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), finals[name][0],
+                     finals["single"][0])
+
+
+def test_vmapped_step_draws_the_epoch_order_in_a_branch():
+    """Under vmap the permutation of the training set is computed only at an epoch's first step:
+    the order comes out of a `cond`, not a `select` of a permutation drawn at every step."""
+    from anatomy_jax.train.strategies import step_all
+
+    data = load_study_data(CONFIG)
+    trainer = make_trainer(CONFIG, data)
+    images = jnp.asarray(data.train.images)
+    prepared = [prepare_run(CONFIG, trainer, data, images, run) for run in CONFIG.grid()[:2]]
+    states, sweep = stack_trees([p.state for p in prepared]), stack_runs([p.data for p in prepared])
+    jaxpr = str(jax.make_jaxpr(lambda s: step_all(trainer, s, sweep.images, sweep.plans, sweep.patterns))(states))
+    n = len(data.train)
+    assert any(f"i32[2,{n}] = cond[" in line for line in jaxpr.splitlines()), "the order is not drawn in a branch"
+    assert not any(f"i32[2,{n}] = select_n" in line for line in jaxpr.splitlines())
