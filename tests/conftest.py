@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -16,6 +18,19 @@ CIFAR_DIR = SHARED_DATA / "cifar10"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end training on real data (still run in CI)")
+    # One persistent compilation cache for the whole run: the controller creates it before the
+    # xdist workers start, and the workers and the CLI subprocesses of the tests inherit it through
+    # the environment, so a program one of them compiled is loaded, not compiled, by the others.
+    if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        config._anatomy_jax_cache = tempfile.mkdtemp(prefix="anatomy_jax_xla_cache_")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = config._anatomy_jax_cache
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_anatomy_jax_cache", None)
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

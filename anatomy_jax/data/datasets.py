@@ -110,6 +110,10 @@ def from_arrays(
     num_classes = int(max(y.max(), y_test.max())) + 1
     if min(y.min(), y_test.min()) < 0:
         raise ValueError(f"{name}: labels must be >= 0")
+    unseen = sorted(set(np.unique(y_test).tolist()) - set(np.unique(y).tolist()))
+    if unseen:
+        raise ValueError(f"{name}: test labels {unseen[:10]} never occur in the training labels "
+                         f"(train labels {int(y.min())}..{int(y.max())}); are the splits from the same dataset?")
     if class_names is None:
         class_names = tuple(str(i) for i in range(num_classes))
     elif len(class_names) < num_classes:

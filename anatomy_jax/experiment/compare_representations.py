@@ -71,6 +71,8 @@ class CompareConfig(OutputOptions, DeviceOptions, DataOptions):
     schedule: str = flag("cosine", f"learning-rate schedule: {', '.join(SCHEDULES)}")
     weight_decay: float = flag(5e-4, "weight decay")
     augment: bool = flag(True, "random crop/flip where the dataset allows it")
+    dtype: str = flag("float32", "compute dtype: float32, or bfloat16 for mixed precision (parameters, optimizer "
+                                 "state and logits stay float32; for GPU/TPU)")
     adversarial_eps: float = flag(0.0, "train the zoo with PGD adversarial training of this radius (0 = standard)")
     depths: tuple[float, ...] = flag((0.5, 1.0), "relative depths compared, in (0, 1]; 1 = penultimate layer")
     fit_images: int = flag(10000, "training images the linear maps are fitted on (0 = all)")
@@ -113,7 +115,7 @@ class CompareConfig(OutputOptions, DeviceOptions, DataOptions):
     def training_config(self, model: str, steps_per_epoch: int) -> TrainConfig:
         """How every seed of `model` trains (clean data, one learning rate)."""
         return TrainConfig(model=model, width=self.width, schedule=self.schedule, weight_decay=self.weight_decay,
-                           augment=self.augment, adversarial_eps=self.adversarial_eps,
+                           augment=self.augment, dtype=self.dtype, adversarial_eps=self.adversarial_eps,
                            steps=self.epochs * steps_per_epoch, batch_size=self.batch_size,
                            eval_every=steps_per_epoch, checkpoint_every=steps_per_epoch * self.checkpoint_every,
                            keep_checkpoints=2)
@@ -121,7 +123,7 @@ class CompareConfig(OutputOptions, DeviceOptions, DataOptions):
     def training_settings(self, model: str) -> dict[str, Any]:
         """What a loaded or continued zoo member must have been trained with (JSON-normalised)."""
         keys = ("dataset", "train_size", "width", "seeds", "epochs", "batch_size", "learning_rate", "schedule",
-                "weight_decay", "augment", "adversarial_eps")
+                "weight_decay", "augment", "dtype", "adversarial_eps")
         return json.loads(json.dumps({"model": model, **{k: getattr(self, k) for k in keys}}))
 
 

@@ -24,6 +24,8 @@ class DataOptions:
                                   "[, x_test, y_test]")
     data_dir: str | None = flag(None, "tfds data directory holding prepared datasets (default: tfds's own)")
     train_size: int = flag(0, "use only this many training images (fixed seeded subset; 0 = all)")
+    flip: bool | None = flag(None, "horizontal-flip augmentation (auto: the dataset's default: on for CIFAR-10, off "
+                                   "for digits, MNIST and npz: data)")
 
     def validate_data(self) -> None:
         if self.dataset not in DATASET_NAMES and not self.dataset.startswith("npz:"):
@@ -36,6 +38,8 @@ class DataOptions:
         data = load_dataset(self.dataset, data_dir=self.data_dir, download=self.data_dir is None)
         if self.train_size:
             data = dataclasses.replace(data, train=subset(data.train, self.train_size))
+        if self.flip is not None:
+            data = dataclasses.replace(data, flip_ok=self.flip)
         return data
 
 

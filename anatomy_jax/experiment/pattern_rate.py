@@ -44,6 +44,7 @@ class PatternRateConfig(OutputOptions, DeviceOptions, TrainConfig, DataOptions):
     location: str = flag("bottom-right", f"patch location: {', '.join(LOCATIONS)}")
     alpha: float | None = flag(None, "pattern opacity/amplitude in (0, 1] (auto: 1 for patches, 0.2 blend, "
                                      "0.1 noise)")
+    pattern_seed: int = flag(0, "seed of the pattern's own random pixels (random, blend and noise patterns)")
     clean_label: bool = flag(False, "clean-label poisoning: stamp target-class images only, change no label")
     target: int = flag(0, "target class of the pattern")
     frequencies: tuple[float, ...] = flag((0.01, 0.03, 0.1), "pattern frequencies f: share of training images "
@@ -73,7 +74,7 @@ class PatternRateConfig(OutputOptions, DeviceOptions, TrainConfig, DataOptions):
 
     def pattern_spec(self, image_shape: tuple[int, int, int]) -> PatternSpec:
         size = self.patch_size if self.patch_size is not None else (2 if min(image_shape[:2]) < 16 else 3)
-        return PatternSpec(self.pattern, size, self.location, self.alpha)
+        return PatternSpec(self.pattern, size, self.location, self.alpha, seed=self.pattern_seed)
 
     def grid(self) -> list[dict[str, Any]]:
         """The runs, in order: learning rate x frequency x correlation x seed."""

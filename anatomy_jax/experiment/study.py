@@ -268,9 +268,11 @@ class Study:
         reserved = self.data.train.images.nbytes + self.data.test.images.nbytes
         for config, trainer in self.trainers.items():
             index = next(i for i, s in enumerate(self.specs) if s.config == config)
-            state = self.prepare_run(index).state
-            per_device = min(per_device, auto_runs_per_device(trainer, state, self.data.image_shape, len(self.specs),
-                                                              axis, strategy, reserved_bytes=reserved))
+            run = self.prepare_run(index)
+            run_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves((run.data.plan, run.data.metric_inputs)))
+            per_device = min(per_device, auto_runs_per_device(trainer, run.state, self.data.image_shape,
+                                                              len(self.specs), axis, strategy, reserved_bytes=reserved,
+                                                              run_data_bytes=run_bytes))
         return SweepLayout(strategy, self.mesh, per_device * axis)
 
     def chunks(self, layout: SweepLayout) -> list[tuple[int, int]]:

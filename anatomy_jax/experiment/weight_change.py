@@ -49,6 +49,8 @@ class WeightChangeConfig(OutputOptions, DeviceOptions, DataOptions):
     weight_decay: float | None = flag(None, "weight decay (auto: resnet18 1e-4, else 5e-4)")
     momentum: float = flag(0.9, "SGD momentum")
     augment: bool = flag(True, "random crop/flip where the dataset allows it")
+    dtype: str = flag("float32", "compute dtype: float32, or bfloat16 for mixed precision (parameters, optimizer "
+                                 "state and logits stay float32; for GPU/TPU)")
     seeds: tuple[int, ...] = flag((0, 1), "seeds; RWC is averaged over them")
     mode: str = flag("l1_ratio", f"RWC definition: {', '.join(MODES)}")
     frequency: float = flag(0.0, "share of training images carrying a pattern (0 = clean data)")
@@ -78,7 +80,8 @@ class WeightChangeConfig(OutputOptions, DeviceOptions, DataOptions):
         """How `model` trains in this study (constant learning rate, evaluated once per epoch)."""
         wd = self.weight_decay if self.weight_decay is not None else PAPER_SETTINGS.get(model, DEFAULT_SETTINGS)[1]
         return TrainConfig(model=model, width=self.width, momentum=self.momentum, weight_decay=wd,
-                           augment=self.augment, steps=self.epochs * steps_per_epoch, batch_size=self.batch_size,
+                           augment=self.augment, dtype=self.dtype, steps=self.epochs * steps_per_epoch,
+                           batch_size=self.batch_size,
                            eval_every=steps_per_epoch, checkpoint_every=steps_per_epoch * self.checkpoint_every,
                            keep_checkpoints=2)
 

@@ -167,4 +167,4 @@ class Logits(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = x.reshape((x.shape[0], -1))
-        return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+        return nn.Dense(self.num_classes, dtype=jnp.float32)(x.astype(jnp.float32))

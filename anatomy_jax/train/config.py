@@ -9,7 +9,10 @@ is the `--help` of the experiment scripts that include it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+
+import jax.numpy as jnp
 
 from anatomy_jax.adversarial.attacks import NORMS
 from anatomy_jax.data.datasets import Dataset
@@ -17,6 +20,9 @@ from anatomy_jax.models.registry import MODEL_NAMES, create_model
 from anatomy_jax.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer
 from anatomy_jax.train.steps import AdversarialTraining, Trainer
 from anatomy_jax.utils.fields import flag
+
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +39,8 @@ class TrainConfig:
     weight_decay: float = flag(5e-4, "weight decay (L2 for SGD, decoupled for Adam)")
     label_smoothing: float = flag(0.0, "label smoothing of the cross entropy")
     augment: bool = flag(True, "random crop (pad 4 on images >= 32 px) and flip where the dataset allows it")
+    dtype: str = flag("float32", "compute dtype: float32, or bfloat16 for mixed precision (parameters, optimizer "
+                                 "state and logits stay float32; for GPU/TPU)")
     adversarial_eps: float = flag(0.0, "PGD adversarial training: radius of the attack on each training batch "
                                        "(pixels in [0, 1]; e.g. 8/255 = 0.031 on CIFAR-10, 0.3 on MNIST; "
                                        "0 = standard training)")
@@ -58,6 +66,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.adversarial_eps < 0:
@@ -86,12 +96,21 @@ def train_config_of(config: object) -> TrainConfig:
 
 
 def make_trainer(config: TrainConfig, data: Dataset) -> Trainer:
-    """The model, optimizer and augmentation of `config` for `data` (shared by every run of it)."""
-    model = create_model(config.model, data.num_classes, width=config.width)
+    """The model, optimizer and augmentation of `config` for `data` (shared by every run of it).
+
+    Trainers are cached by (config, classes, image shape, flip): the compiled steps belong to the
+    trainer, so a second study with the same settings (a notebook calling `train_and_evaluate`
+    again) reuses them instead of compiling anew."""
+    return _trainer(config, data.num_classes, data.image_shape, data.flip_ok)
+
+
+@functools.lru_cache(maxsize=32)
+def _trainer(config: TrainConfig, num_classes: int, image_shape: tuple[int, int, int], flip_ok: bool) -> Trainer:
+    model = create_model(config.model, num_classes, width=config.width, dtype=DTYPES[config.dtype])
     tx = make_optimizer(config.optimizer, total_steps=config.steps, schedule=config.schedule,
                         warmup_steps=config.warmup_steps, momentum=config.momentum, nesterov=config.nesterov,
                         weight_decay=config.weight_decay)
-    big = min(data.image_shape[:2]) >= 32
+    big = min(image_shape[:2]) >= 32
     return Trainer(model, tx, batch_size=config.batch_size, crop_padding=4 if (config.augment and big) else 0,
-                   flip=config.augment and data.flip_ok, label_smoothing=config.label_smoothing,
+                   flip=config.augment and flip_ok, label_smoothing=config.label_smoothing,
                    adversarial=config.adversarial)

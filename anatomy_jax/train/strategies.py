@@ -268,13 +268,14 @@ def _memory_budget_bytes() -> int:
 
 
 def auto_runs_per_device(trainer: Trainer, state: TrainState, image_shape: tuple[int, int, int], num_runs: int,
-                         num_devices: int, strategy: str, reserved_bytes: int = 0) -> int:
+                         num_devices: int, strategy: str, reserved_bytes: int = 0, run_data_bytes: int = 0) -> int:
     """How many runs one device holds at once: all of them (`ceil(num_runs / num_devices)`) unless
-    a memory estimate says otherwise. Per run: the train state, and for vmap also the batch's
+    a memory estimate says otherwise. Per run: the train state (with its epoch order), its data
+    (`run_data_bytes`: poison plan and metric inputs), and for vmap also the batch's
     activations (stage outputs x 4 for saved values, gradients and workspace, or x 2 for an
     evaluation batch, whichever is larger). The budget is
     half the device memory (a quarter of RAM on CPU) less `reserved_bytes` (the datasets)."""
-    per_run = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+    per_run = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)) + run_data_bytes
     if strategy == "vmap":
         _, reps = jax.eval_shape(lambda p, s, x: trainer.model.apply(
             {"params": p, **({"batch_stats": s} if s else {})}, x, capture=True), state.params, state.batch_stats,

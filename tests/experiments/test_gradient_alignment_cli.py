@@ -1,12 +1,25 @@
 """experiments/gradient_alignment.py end to end with tiny settings."""
 
 import json
+
+import numpy as np
+import pytest
 import subprocess
 import sys
 
 from tests.conftest import ROOT
 
 SCRIPT = str(ROOT / "experiments" / "gradient_alignment.py")
+
+
+def _ranks(values):
+    """Ranks with ties given their average rank (as Spearman's rho defines them)."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values), dtype=float)
+    for v in np.unique(values):
+        ranks[values == v] = ranks[values == v].mean()
+    return ranks
 
 
 def test_tiny_gradient_alignment_run(tmp_path):
@@ -26,8 +39,19 @@ def test_tiny_gradient_alignment_run(tmp_path):
             assert abs(sum(p["projection_share"]) - 1.0) < 1e-3
     predictors = results["analysis"]["predictors"]
     assert predictors[0]["statistic"] == "projection_share" and len(predictors[0]["values"]) == 3
-    rho = predictors[0]["spearman"]
-    assert rho is None or -1.0 <= rho <= 1.0
+    # the predictor values are the runs' probe records at the early step, and rho is their Spearman
+    # correlation with the acquisition steps (never acquired = steps + 1), recomputed here from ranks
+    for predictor in predictors:
+        group = results["group_names"].index(predictor["group"])
+        records = [next(p for p in r["probes"] if p["step"] == 10) for r in results["runs"]]
+        assert predictor["values"] == pytest.approx([rec[predictor["statistic"]][group] for rec in records])
+        acquisition = [r["acquisition_step"] if r["acquisition_step"] is not None else 41 for r in results["runs"]]
+        assert predictor["acquisition_steps"] == acquisition
+        x, y = np.asarray(predictor["values"]), np.asarray(acquisition, float)
+        if len(set(x.tolist())) < 2 or len(set(y.tolist())) < 2:
+            assert predictor["spearman"] is None
+        else:
+            assert predictor["spearman"] == pytest.approx(np.corrcoef(_ranks(x), _ranks(y))[0, 1], abs=1e-9)
     assert "Spearman" in result.stdout and results["verdict"] in result.stdout
     bad = subprocess.run([sys.executable, SCRIPT, "--early-step", "15", "--eval-every", "10", "--out",
                           str(tmp_path / "b")], capture_output=True, text=True, timeout=120, cwd=ROOT)

@@ -179,3 +179,50 @@ def test_batch_norm_model_with_augmentation_on_cifar(cifar10_exact):
     assert all(changed) and len(changed) > 10
     assert history["train_loss"][1] < history["train_loss"][0] and not history["diverged"]
     assert 0.0 <= history["clean_accuracy"][-1] <= 1.0
+
+
+def test_bfloat16_mixed_precision_keeps_parameters_and_logits_in_float32():
+    from anatomy_jax.data import load_digits
+    from anatomy_jax.train import TrainConfig
+    from anatomy_jax.train import make_trainer as trainer_of
+
+    data = load_digits()
+    config = PatternRateConfig(**{**TINY, "dtype": "bfloat16", "steps": 30})
+    trainer = trainer_of(TrainConfig(model="cnn", width=0.5, dtype="bfloat16", steps=30, batch_size=64), data)
+    run_data, _, state = prepare_run(config, trainer, data, jnp.asarray(data.train.images), config.grid()[0])
+    state, history = train_loop(trainer, state, run_data, steps=30, eval_every=10)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
+    assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(state.opt_state) if hasattr(v, "dtype")
+               and jnp.issubdtype(v.dtype, jnp.floating))
+    x = jnp.asarray(data.test.images[:4], jnp.float32) / 255
+    logits, reps = trainer.model.apply({"params": state.params}, x, capture=True)
+    assert logits.dtype == jnp.float32 and reps["conv1"].dtype == jnp.bfloat16
+    # it trains like float32: the same run in float32 reaches nearly the same loss
+    f32 = trainer_of(TrainConfig(model="cnn", width=0.5, steps=30, batch_size=64), data)
+    run_data, _, state = prepare_run(config, f32, data, jnp.asarray(data.train.images), config.grid()[0])
+    _, reference = train_loop(f32, state, run_data, steps=30, eval_every=10)
+    assert history["train_loss"] == pytest.approx(reference["train_loss"], rel=0.02)
+    assert history["train_loss"][-1] < 0.85 * history["train_loss"][0]
+    assert trainer_of(TrainConfig(model="cnn", width=0.5, dtype="bfloat16", steps=30, batch_size=64), data) is trainer
+
+
+def test_train_and_evaluate_twice_compiles_no_training_step_again(tmp_path):
+    import logging
+
+    config = PatternRateConfig(**{**TINY, "steps": 20})
+    train_and_evaluate(config, tmp_path / "a", progress=False)
+    compiled = []
+
+    class Compiles(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("Compiling jit("):
+                compiled.append(record.getMessage()[len("Compiling jit("):].split(")")[0])
+
+    handler = Compiles()
+    logging.getLogger("jax").addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            train_and_evaluate(config, tmp_path / "b", progress=False)
+    finally:
+        logging.getLogger("jax").removeHandler(handler)
+    assert "step" not in compiled and "_evaluate_run" not in compiled, compiled
