@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
@@ -55,12 +56,21 @@ class Interrupted(Exception):
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM while `catch_signals` is active; a second signal stops at once."""
+    """Set by SIGINT/SIGTERM while `catch_signals` is active; a second signal stops at once.
+
+    In a multi-process job every process polls at the same points of the loop, and the flag is
+    combined over processes there, so all of them stop at the same step (a preempted host's
+    SIGTERM stops the job, and every process writes its part of the checkpoint)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
 
     def __call__(self) -> bool:
+        if jax.process_count() > 1:
+            local = np.asarray([self.signum or 0], np.int32)
+            signums = np.asarray(multihost_utils.process_allgather(local)).reshape(-1)
+            if self.signum is None and signums.any():
+                self.signum = int(signums[signums > 0][0])
         return self.signum is not None
 
 
