@@ -122,8 +122,8 @@ class CompareConfig(OutputOptions, DeviceOptions, DataOptions):
 
     def training_settings(self, model: str) -> dict[str, Any]:
         """What a loaded or continued zoo member must have been trained with (JSON-normalised)."""
-        keys = ("dataset", "train_size", "width", "seeds", "epochs", "batch_size", "learning_rate", "schedule",
-                "weight_decay", "augment", "dtype", "adversarial_eps")
+        keys = ("dataset", "train_size", "flip", "width", "seeds", "epochs", "batch_size", "learning_rate",
+                "schedule", "weight_decay", "augment", "dtype", "adversarial_eps")
         return json.loads(json.dumps({"model": model, **{k: getattr(self, k) for k in keys}}))
 
 

@@ -101,6 +101,8 @@ def make_trainer(config: TrainConfig, data: Dataset) -> Trainer:
     Trainers are cached by (config, classes, image shape, flip): the compiled steps belong to the
     trainer, so a second study with the same settings (a notebook calling `train_and_evaluate`
     again) reuses them instead of compiling anew."""
+    # the intervals do not change the trainer: a notebook that only evaluates more often reuses it
+    config = dataclasses.replace(config, eval_every=None, checkpoint_every=0, keep_checkpoints=1)
     return _trainer(config, data.num_classes, data.image_shape, data.flip_ok)
 
 

@@ -76,8 +76,10 @@ def step_all(trainer: Trainer, states: TrainState, images, plans, patterns) -> t
     permutation's `cond` stays a branch, where a batched predicate would make vmap turn it into a
     select that sorts N indices at every step of every run.
     """
+    # the runs' common step (a run resumed after diverging under the loop strategy may lag: it is
+    # ignored anyway, and the others must not follow it)
     return jax.vmap(trainer.train_step, in_axes=(0, None, 0, None, None))(states, images, plans, patterns,
-                                                                         states.step[0])
+                                                                         jnp.max(states.step))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=3)
@@ -170,6 +172,8 @@ class VmapEngine:
         unfused steps); returns losses (R, steps done) and whether each run stayed finite."""
         del active  # every run of the stack steps; diverged ones are ignored by the caller
         fused = self.trainer.fused
+        if fused and not 1 <= num_steps <= self.max_steps:
+            raise ValueError(f"a fused chunk takes 1 to {self.max_steps} steps, got {num_steps}")
         calls = [num_steps] if fused else [1] * num_steps
         losses = []
         for n in calls:
