@@ -65,9 +65,26 @@ def fgsm(apply_fn: ApplyFn, params: Any, x: jax.Array, y: jax.Array, *, eps: flo
     return _project(x + eps * _direction(grad, norm), x, eps, norm)
 
 
+def _start_noise(key: jax.Array, x: jax.Array, eps: float, norm: str) -> jax.Array:
+    """A uniform random point of the eps-ball around 0, shaped like x."""
+    if norm == "linf":
+        return jax.random.uniform(key, x.shape, minval=-eps, maxval=eps)
+    # uniform in the L2 ball: a random direction times radius eps * u^(1/d)
+    k1, k2 = jax.random.split(key)
+    direction = jax.random.normal(k1, x.shape)
+    direction = direction / _per_example_norm(direction)
+    d = np.prod(x.shape[1:])
+    radius = eps * jax.random.uniform(k2, (x.shape[0],) + (1,) * (x.ndim - 1)) ** (1.0 / d)
+    return direction * radius
+
+
 def pgd(apply_fn: ApplyFn, params: Any, x: jax.Array, y: jax.Array, key: jax.Array | None = None, *, eps: float,
-        step_size: float, steps: int, norm: str = "linf", random_start: bool = True) -> jax.Array:
-    """Projected gradient ascent on the cross entropy inside the eps-ball (and [0, 1])."""
+        step_size: float, steps: int, norm: str = "linf", random_start: bool = True,
+        indices: jax.Array | None = None) -> jax.Array:
+    """Projected gradient ascent on the cross entropy inside the eps-ball (and [0, 1]).
+
+    With `indices`, example i's random start comes from `fold_in(key, indices[i])`, so a batch
+    split over data-parallel devices starts where it would on one device."""
     _check(x, y, eps, norm)
     if steps < 1 or not step_size > 0:
         raise ValueError(f"need steps >= 1 and step_size > 0, got {steps} and {step_size}")
@@ -75,15 +92,11 @@ def pgd(apply_fn: ApplyFn, params: Any, x: jax.Array, y: jax.Array, key: jax.Arr
     if random_start:
         if key is None:
             raise ValueError("random_start needs a key")
-        if norm == "linf":
-            noise = jax.random.uniform(key, x.shape, minval=-eps, maxval=eps)
-        else:  # uniform in the L2 ball: a random direction times radius eps * u^(1/d)
-            k1, k2 = jax.random.split(key)
-            direction = jax.random.normal(k1, x.shape)
-            direction = direction / _per_example_norm(direction)
-            d = np.prod(x.shape[1:])
-            radius = eps * jax.random.uniform(k2, (x.shape[0],) + (1,) * (x.ndim - 1)) ** (1.0 / d)
-            noise = direction * radius
+        if indices is None:
+            noise = _start_noise(key, x, eps, norm)
+        else:
+            noise = jax.vmap(lambda i, xi: _start_noise(jax.random.fold_in(key, i), xi[None], eps, norm)[0])(
+                indices, x)
         x_adv = _project(x + noise, x, eps, norm)
 
     def step(_, x_adv):

@@ -152,12 +152,9 @@ class Trainer:
             lambda: jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 0), epoch), n).astype(jnp.int32),
             lambda: state.order)
         idx = jax.lax.dynamic_slice(order, (position * self.batch_size,), (self.batch_size,))
-        positions = jnp.arange(self.batch_size)
+        positions = self._positions()
         if self.data_axis is not None:
-            local = self.batch_size // jax.lax.axis_size(self.data_axis)
-            start = jax.lax.axis_index(self.data_axis) * local
-            idx = jax.lax.dynamic_slice_in_dim(idx, start, local)
-            positions = start + jnp.arange(local)
+            idx = jax.lax.dynamic_slice_in_dim(idx, positions[0], positions.shape[0])
         x = stamp(to_float(images[idx]), plan.pattern_id[idx], plan.offsets[idx], patterns)
         if self.crop_padding or self.flip:
             aug_key = jax.random.fold_in(jax.random.fold_in(key, 1), step)
@@ -176,7 +173,7 @@ class Trainer:
         """
         state, x, y = self.train_batch(state, images, plan, patterns, step)
         if self.adversarial is not None:
-            x = self.adversarial_batch(state, x, y)
+            x = self.adversarial_batch(state, x, y, self._positions())
 
         def loss_fn(params):
             logits, new_stats = self.apply(params, state.batch_stats, x, train=True)
@@ -189,19 +186,27 @@ class Trainer:
         params = optax.apply_updates(state.params, updates)
         return TrainState(state.step + 1, params, new_stats, opt_state, state.rng, state.order), loss
 
-    def adversarial_batch(self, state: TrainState, x: jax.Array, y: jax.Array) -> jax.Array:
-        """PGD examples of the batch (x, y) against `state`'s parameters (random start drawn from
-        the run's key, the step and, under data parallelism, the shard)."""
+    def _positions(self) -> jax.Array:
+        """The positions in the whole batch of the examples this device trains on (all of them
+        without data parallelism)."""
+        if self.data_axis is None:
+            return jnp.arange(self.batch_size)
+        local = self.batch_size // jax.lax.axis_size(self.data_axis)
+        return jax.lax.axis_index(self.data_axis) * local + jnp.arange(local)
+
+    def adversarial_batch(self, state: TrainState, x: jax.Array, y: jax.Array,
+                          positions: jax.Array | None = None) -> jax.Array:
+        """PGD examples of the batch (x, y) against `state`'s parameters. The random start of
+        each example is drawn from the run's key, the step and the example's position in the
+        batch (`positions`), so it does not depend on how the batch is split over devices."""
         adv = self.adversarial
         key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), 2), state.step)
-        if self.data_axis is not None:
-            key = jax.random.fold_in(key, jax.lax.axis_index(self.data_axis))
 
         def logits(params, z):
             return self.apply(params, state.batch_stats, z, train=True)[0]
 
         x_adv = pgd(logits, state.params, x, y, key, eps=adv.eps, step_size=adv.size, steps=adv.steps,
-                    norm=adv.norm)
+                    norm=adv.norm, indices=positions)
         return jax.lax.stop_gradient(x_adv)
 
     @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)

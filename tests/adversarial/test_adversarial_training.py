@@ -28,7 +28,7 @@ def test_adversarial_step_is_a_standard_step_on_the_pgd_batch():
         _, x, y = trainer.train_batch(state, images, run_data.plan, run_data.patterns)
         key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), 2), state.step)
         x_adv = pgd(lambda p, z: trainer.model.apply({"params": p}, z), state.params, x, y, key, eps=0.1,
-                    step_size=2.5 * 0.1 / 3, steps=3)
+                    step_size=2.5 * 0.1 / 3, steps=3, indices=jnp.arange(len(x)))
         loss, grads = jax.value_and_grad(lambda p: cross_entropy(trainer.model.apply({"params": p}, x_adv), y))(
             state.params)
         updates, _ = trainer.tx.update(grads, state.opt_state, state.params)

@@ -65,3 +65,18 @@ def test_transfer_matrix_on_a_hand_built_case():
     assert out["transfer"][0, 0] == 1.0 and out["error"][0, 1] == 0.75
     with pytest.raises(ValueError, match="adv_correct must be"):
         transfer_matrix(clean, adv[:1])
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_random_start_per_example_does_not_depend_on_the_batch_split(linear_problem, norm):
+    params, x, y = linear_problem
+    half = len(x) // 2
+    indices = jnp.arange(len(x))
+    whole = pgd(linear_apply, params, x, y, jax.random.key(3), eps=0.1, step_size=0.03, steps=3, norm=norm,
+                indices=indices)
+    second = pgd(linear_apply, params, x[half:], y[half:], jax.random.key(3), eps=0.1, step_size=0.03, steps=3,
+                 norm=norm, indices=indices[half:])
+    np.testing.assert_allclose(np.asarray(whole[half:]), np.asarray(second), atol=1e-6)
+    start = pgd(linear_apply, params, x, y, jax.random.key(3), eps=0.1, step_size=1e-9, steps=1, norm=norm,
+                indices=indices)
+    assert float(jnp.abs(start - x).max()) > 0.01  # the start is random, not the clean point
