@@ -41,8 +41,7 @@ from tqdm.auto import tqdm
 
 from anatomy_jax.adversarial import NORMS, attack_dataset, make_attack, transfer_matrix
 from anatomy_jax.data import Dataset, subset
-from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
-                                            prepare_output_dir)
+from anatomy_jax.experiment.outputs import RESULTS_FILE, ZOO_DIR, default_out_dir, environment, prepare_output_dir
 from anatomy_jax.utils.serialize import json_matrix, write_json
 from anatomy_jax.experiment.options import DataOptions, DeviceOptions, OutputOptions, resumable_settings
 from anatomy_jax.experiment.study import Study
@@ -85,7 +84,7 @@ class CompareConfig(OutputOptions, DeviceOptions, DataOptions):
     attack_norm: str = flag("linf", f"PGD norm: {', '.join(NORMS)}")
     checkpoint_every: int = flag(5, "save an orbax checkpoint every this many epochs")
     zoo: str | None = flag(None, "directory of the zoo's checkpoints, one folder per architecture (default: "
-                                 "<out>/checkpoints); complete ones with the same training settings are loaded, "
+                                 "<out>/zoo); complete ones with the same training settings are loaded, "
                                  "the others trained (or continued) and saved there")
 
     def validate(self) -> None:
@@ -333,7 +332,7 @@ def run_compare(config: CompareConfig, workdir: str | pathlib.Path | None = None
                            for seed in config.seeds], data, config.sweep_options())
     out = prepare_output_dir(workdir or config.out or default_out_dir("compare_representations"),
                              resume=config.resume, overwrite=config.overwrite)
-    zoo_dir = pathlib.Path(config.zoo) if config.zoo else out / CHECKPOINT_DIR
+    zoo_dir = pathlib.Path(config.zoo) if config.zoo else out / ZOO_DIR
     t0 = time.perf_counter()
     diverged: list[str] = []
     training = {"config": dataclasses.asdict(config), **environment(), "zoo": {}}

@@ -13,7 +13,8 @@ from typing import Any
 from anatomy_jax.utils.errors import SettingsError
 
 RESULTS_FILE = "results.json"
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = "checkpoints"  # orbax's integer step directories, nothing else
+ZOO_DIR = "zoo"  # a model zoo's checkpoints, one folder per architecture (representation comparison)
 
 
 class OutputExistsError(SettingsError):
@@ -35,7 +36,7 @@ def prepare_output_dir(out: str | os.PathLike, *, resume: bool, overwrite: bool,
     if resume and overwrite:
         raise ValueError("choose one of --resume and --overwrite, not both")
     out = pathlib.Path(out)
-    existing = [p for p in (out / RESULTS_FILE, out / CHECKPOINT_DIR) if p.exists()]
+    existing = [p for p in (out / RESULTS_FILE, out / CHECKPOINT_DIR, out / ZOO_DIR) if p.exists()]
     if existing and not (resume or overwrite):
         raise OutputExistsError(
             f"{out} already holds results ({', '.join(p.name for p in existing)}); pass --resume to continue "

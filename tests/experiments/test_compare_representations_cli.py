@@ -121,3 +121,8 @@ def test_diverged_nets_are_left_out_not_a_crash(tmp_path, capsys):
     with pytest.raises(ValueError, match="fewer than two nets left to compare: cnn/0, mlp/0 diverged"):
         run_compare(config, tmp_path / "out", progress=False)
     assert "cnn seed 0 diverged at step" in capsys.readouterr().err
+    # the default zoo: one folder of orbax steps per architecture under <out>/zoo, streamed status
+    assert sorted(p.name for p in (tmp_path / "out" / "zoo").iterdir()) == ["cnn", "mlp"]
+    assert not (tmp_path / "out" / "checkpoints").exists()
+    streamed = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["status"] for r in streamed["zoo"]["cnn"]] == ["diverged"]
