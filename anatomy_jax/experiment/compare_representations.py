@@ -151,29 +151,39 @@ def _summarise_net(spec: RunSpec, history: dict, stats: list, tracked: Any) -> d
             "diverged": history["diverged"], "diverged_at_step": history["diverged_at_step"]}
 
 
+def zoo_studies(config: CompareConfig, data: Dataset) -> dict[str, Study]:
+    """One prepared study per architecture (its seeds); SettingsError for settings that cannot work."""
+    steps_per_epoch = len(data.train) // config.batch_size
+    studies = {}
+    with settings_errors():
+        for architecture in config.models:
+            specs = [RunSpec(config.training_config(architecture, steps_per_epoch), seed, config.learning_rate,
+                             grid={"architecture": architecture, "seed": seed}) for seed in config.seeds]
+            studies[architecture] = Study.prepare(specs, data, config.sweep_options())
+    return studies
+
+
 def train_zoo(config: CompareConfig, data: Dataset, zoo_dir: str | pathlib.Path, progress: bool = True,
               diverged: list[str] | None = None,
-              on_update: Callable[[str, list[dict]], None] | None = None) -> list[Net]:
+              on_update: Callable[[str, list[dict]], None] | None = None,
+              studies: dict[str, Study] | None = None) -> list[Net]:
     """Every architecture's seeds trained as one study (or loaded from `zoo_dir/<architecture>`).
 
     Each architecture is its own study in its own folder, so zoos of different architecture lists
     share members; a complete one is loaded, an interrupted one continues. A run that diverged is
     left out of the zoo (its name appended to `diverged`). `on_update(architecture, entries)`
-    streams each architecture's training runs (with their status) as they progress."""
-    steps_per_epoch = len(data.train) // config.batch_size
+    streams each architecture's training runs (with their status) as they progress. `studies`
+    (from `zoo_studies`) are prepared here when not given."""
     zoo_dir = pathlib.Path(zoo_dir).resolve()  # orbax wants absolute paths
+    studies = zoo_studies(config, data) if studies is None else studies
     nets = []
-    for architecture in config.models:
-        specs = [RunSpec(config.training_config(architecture, steps_per_epoch), seed, config.learning_rate,
-                         grid={"architecture": architecture, "seed": seed}) for seed in config.seeds]
-        with settings_errors():
-            study = Study.prepare(specs, data, config.sweep_options())
+    for architecture, study in studies.items():
         trained = study.run(zoo_dir / architecture, settings=config.training_settings(architecture), resume=True,
                             summarise=_summarise_net, keep_checkpoints=2, keep_chunk_states=True,
                             return_states=True, progress=progress, desc=f"train {architecture}",
                             on_update=None if on_update is None else functools.partial(on_update, architecture))
         model = study.trainer(0).model
-        for spec, state, history in zip(specs, trained.states, trained.histories):
+        for spec, state, history in zip(study.specs, trained.states, trained.histories):
             if history["diverged"]:
                 print(f"warning: {architecture} seed {spec.seed} diverged at step {history['diverged_at_step']} "
                       "and is left out of the comparison (lower --learning-rate)", file=sys.stderr)
@@ -326,10 +336,7 @@ def run_compare(config: CompareConfig, workdir: str | pathlib.Path | None = None
         data = config.load_data()
         if len(data.train) < config.batch_size:
             raise ValueError(f"batch size {config.batch_size} exceeds the {len(data.train)} training images")
-        steps_per_epoch = len(data.train) // config.batch_size
-        for architecture in config.models:
-            Study.prepare([RunSpec(config.training_config(architecture, steps_per_epoch), seed, config.learning_rate)
-                           for seed in config.seeds], data, config.sweep_options())
+        studies = zoo_studies(config, data)
     out = prepare_output_dir(workdir or config.out or default_out_dir("compare_representations"),
                              resume=config.resume, overwrite=config.overwrite)
     zoo_dir = pathlib.Path(config.zoo) if config.zoo else out / ZOO_DIR
@@ -341,7 +348,7 @@ def run_compare(config: CompareConfig, workdir: str | pathlib.Path | None = None
         training["zoo"][architecture] = entries
         write_json(out / RESULTS_FILE, training)
 
-    nets = train_zoo(config, data, zoo_dir, progress, diverged, on_update=stream)
+    nets = train_zoo(config, data, zoo_dir, progress, diverged, on_update=stream, studies=studies)
     train_seconds = time.perf_counter() - t0
     if len(nets) < 2:
         raise SettingsError(f"fewer than two nets left to compare: {', '.join(diverged)} diverged; "

@@ -21,9 +21,9 @@ runs with the same training config, at most `runs_per_chunk` of them), each chun
 from __future__ import annotations
 
 import contextlib
-import pathlib
 import copy
 import dataclasses
+import pathlib
 import signal
 import sys
 import threading
@@ -201,6 +201,11 @@ def _chunks(specs: Sequence[RunSpec], runs_per_chunk: int) -> list[tuple[int, in
     return chunks
 
 
+def _runs_of(host: Any, count: int) -> list[Any]:
+    """The first `count` runs of a stacked host pytree, one pytree each."""
+    return [jax.tree.map(lambda x, i=i: x[i], host) for i in range(count)]
+
+
 def _changed(saved: dict, now: dict) -> list[str]:
     return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
 
@@ -347,6 +352,13 @@ class Study:
             def is_chunk_final(global_step: int) -> bool:
                 return keep_chunk_states and global_step % self.steps == 0
 
+            def restore_chunk(global_step: int, prepared: list[PreparedRun], size: int) -> tuple[Any, dict]:
+                """A chunk's host states (its real runs only) and metadata from a checkpoint saved with
+                `size` (padded) runs, whatever the device count now."""
+                target = stack_trees([p.state for p in prepared + [prepared[-1]] * (size - len(prepared))])
+                _, restored, meta = restore_step(manager, global_step, target)
+                return jax.tree.map(lambda x: np.asarray(x)[:len(prepared)], to_host(restored)), meta
+
             def checkpoint(index: int, states, hist, pending, finished: bool, extra, wall: float, padded: int):
                 if manager is None:
                     return
@@ -372,26 +384,18 @@ class Study:
                 trainer = self.trainer(start)
                 prepared = [self.prepare_run(i) for i in range(start, stop_)]
                 pad_to = runs_axis_size(layout.mesh) if layout.strategy == "vmap" else 1
-                if finished:  # a finished chunk of a zoo: load its final states (saved on any device count)
-                    saved_size = meta_at(manager, (start + 1) * self.steps)["padded_runs"]
-                    padded = prepared + [prepared[-1]] * (saved_size - real)
-                    _, restored, meta = restore_step(manager, (start + 1) * self.steps,
-                                                     stack_trees([p.state for p in padded]))
-                    host = to_host(restored)
-                    for i in range(real):
-                        states[start + i] = jax.tree.map(lambda x, i=i: x[i], host)
-                        histories[start + i] = meta["histories"][i]
+                if finished:  # a finished chunk of a zoo: load its final states
+                    final_step = (start + 1) * self.steps
+                    host, meta = restore_chunk(final_step, prepared, meta_at(manager, final_step)["padded_runs"])
+                    states[start:stop_] = _runs_of(host, real)
+                    histories[start:stop_] = meta["histories"][:real]
                     continue
                 hist = [empty_history(self.metrics_of(i)) for i in range(start, stop_)]
                 pending, extra_restored, wall_before = None, None, 0.0
                 padded = pad_runs(prepared, pad_to)
                 stacked = stack_trees([p.state for p in padded])
                 if mid_chunk:  # continue from the checkpoint, on however many devices there are now
-                    saved_padded = pad_runs(prepared, 1)
-                    saved_padded += [prepared[-1]] * (saved["padded_runs"] - len(saved_padded))
-                    _, restored, meta = restore_step(manager, manager.latest_step(),
-                                                     stack_trees([p.state for p in saved_padded]))
-                    host = jax.tree.map(lambda x: np.asarray(x)[:real], to_host(restored))
+                    host, meta = restore_chunk(manager.latest_step(), prepared, saved["padded_runs"])
                     extra_rows = len(padded) - real
                     stacked = jax.device_put(jax.tree.map(
                         lambda x: np.concatenate([x] + [x[-1:]] * extra_rows), host))
@@ -403,16 +407,17 @@ class Study:
                 hist = hist + [copy.deepcopy(hist[-1]) for _ in range(len(padded) - real)]
                 trackers = []
                 if tracking is not None:
-                    params = to_host(stacked.params)
                     trackers = list(tracking(trainer, self.specs[start:stop_], prepared,
-                                             [jax.tree.map(lambda x, i=i: x[i], params) for i in range(real)],
-                                             extra_restored))
+                                             _runs_of(to_host(stacked.params), real), extra_restored))
                 chunk_observers = ([per_run(trackers)] if trackers else []) + list(observers)
                 started = time.time()
                 metrics = self.metrics_of(start)
 
                 def wall() -> float:
                     return wall_before + time.time() - started
+
+                def tracker_records() -> list | None:
+                    return [t.records() for t in trackers] if trackers else None
 
                 def update(status_of: Callable[[int], str]) -> None:
                     per_run_wall = round(wall() / real, 3)
@@ -431,8 +436,7 @@ class Study:
 
                 def on_checkpoint(states_, hist_, pending_, index=index, padded=len(padded)):
                     update(running)
-                    checkpoint(index, states_, hist_, pending_, False,
-                               [t.records() for t in trackers] if trackers else None, wall(), padded)
+                    checkpoint(index, states_, hist_, pending_, False, tracker_records(), wall(), padded)
 
                 placed = place_states(stacked, layout.strategy, layout.mesh)
                 final, hist = train_sweep(
@@ -446,16 +450,13 @@ class Study:
                     bar.close()
                     raise Interrupted(stop.signum or signal.SIGINT, step)
                 update(lambda i: "diverged" if hist[i]["diverged"] else "finished")
-                checkpoint(index, final, hist, np.zeros((len(padded), 0)),
-                           True, [t.records() for t in trackers] if trackers else None, wall(), len(padded))
+                checkpoint(index, final, hist, np.zeros((len(padded), 0)), True, tracker_records(), wall(),
+                           len(padded))
                 bar.n = stop_ * self.steps  # diverged runs stop early
                 bar.refresh()
                 if return_states:
-                    host = to_host(final)
-                    for i in range(real):
-                        states[start + i] = jax.tree.map(lambda x, i=i: x[i], host)
-                for i in range(real):
-                    histories[start + i] = hist[i]
+                    states[start:stop_] = _runs_of(to_host(final), real)
+                histories[start:stop_] = hist[:real]
                 if stop() and index < len(chunks) - 1:
                     bar.close()
                     raise Interrupted(stop.signum, step)

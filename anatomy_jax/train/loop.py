@@ -104,8 +104,8 @@ def train_sweep(
     metric history per run.
 
     `states` are stacked TrainStates (`stack_trees`), all at the same step; `metrics` are the test
-    metrics whose inputs `data.metric_inputs` holds (default: those `prepare_run` laid out). `histories` and `pending` continue a
-    checkpointed sweep. A run whose loss or parameters stop being finite is marked diverged (its
+    metrics whose inputs `data.metric_inputs` holds (default: those `prepare_run` laid out).
+    `histories` and `pending` continue a checkpointed sweep. A run whose loss or parameters stop being finite is marked diverged (its
     later evaluations are None) and leaves every other run unchanged. `on_checkpoint` is called
     every `checkpoint_every` steps before the end, and where `should_stop()` stopped the sweep.
     """
@@ -117,9 +117,10 @@ def train_sweep(
     metrics = metrics_for(data.metric_inputs) if metrics is None else tuple(metrics)
     chex.assert_axis_dimension(states.step, 0, num_runs)
     start = int(np.max(to_host(states.step)))  # a diverged run's step stops where it diverged
-    ends = chunk_ends(start, steps, [eval_every, checkpoint_every])
+    all_ends = chunk_ends(0, steps, [eval_every, checkpoint_every])
+    ends = [e for e in all_ends if e > start]
     # one compiled program for every chunk length: the longest a sweep of these intervals can have
-    max_steps = max(np.diff([0] + chunk_ends(0, steps, [eval_every, checkpoint_every])))
+    max_steps = max(np.diff([0] + all_ends))
     engine = make_engine(strategy, trainer, metrics, states, data, mesh, int(max_steps))
     histories = [empty_history(metrics) for _ in range(num_runs)] if histories is None else histories
     names = metric_names(metrics)
@@ -154,11 +155,12 @@ def train_sweep(
                 host_states = to_host(engine.stacked_state())
                 for observe in observers:
                     observe(end, host_states, values)
-        if on_checkpoint is not None and ((checkpoint_every and end % checkpoint_every == 0 and end < steps)
-                                          or (should_stop() and end < steps)):
+        stop_now = end < steps and should_stop()  # polled once (a collective in a multi-host job)
+        periodic = checkpoint_every and end % checkpoint_every == 0 and end < steps
+        if on_checkpoint is not None and (periodic or stop_now):
             on_checkpoint(engine.stacked_state(), histories, pending)
-            if should_stop():
-                break
+        if stop_now:
+            break
     return engine.stacked_state(), histories
 
 

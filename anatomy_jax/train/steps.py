@@ -77,6 +77,12 @@ def _init_variables(model: nn.Module, init_key: jax.Array, image_shape: tuple[in
     return model.init(init_key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
 
 
+def check_fused_steps(num_steps: int, max_steps: int) -> None:
+    """A fused chunk runs 1 to `max_steps` steps (the length its program was compiled for)."""
+    if not 1 <= num_steps <= max_steps:
+        raise ValueError(f"a fused chunk takes 1 to {max_steps} steps, got {num_steps}")
+
+
 @jax.jit
 def all_finite(losses: jax.Array, params: Any) -> jax.Array:
     """Whether the losses and every parameter are finite (a run that fails this diverged)."""
@@ -249,8 +255,7 @@ class Trainer:
             raise ValueError(f"batch size {self.batch_size} exceeds the {images.shape[0]} training images")
         if self.fused:
             max_steps = num_steps if max_steps is None else max_steps
-            if not 1 <= num_steps <= max_steps:
-                raise ValueError(f"num_steps must be in [1, {max_steps}], got {num_steps}")
+            check_fused_steps(num_steps, max_steps)
             state, losses = self._fused_steps(state, images, plan, patterns, jnp.int32(num_steps), max_steps)
         else:
             losses = []

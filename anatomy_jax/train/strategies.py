@@ -37,7 +37,7 @@ from jax.sharding import PartitionSpec as P
 from anatomy_jax.train.evaluation import Metric, TestSet, evaluate
 from anatomy_jax.train.runs import SweepData, stack_trees, unstack_tree
 from anatomy_jax.train.sharding import DATA, RUNS, put, runs_axis_size, to_host
-from anatomy_jax.train.steps import Trainer, TrainState, all_finite
+from anatomy_jax.train.steps import Trainer, TrainState, all_finite, check_fused_steps
 
 STRATEGIES = ("auto", "vmap", "loop")
 
@@ -172,8 +172,8 @@ class VmapEngine:
         unfused steps); returns losses (R, steps done) and whether each run stayed finite."""
         del active  # every run of the stack steps; diverged ones are ignored by the caller
         fused = self.trainer.fused
-        if fused and not 1 <= num_steps <= self.max_steps:
-            raise ValueError(f"a fused chunk takes 1 to {self.max_steps} steps, got {num_steps}")
+        if fused:
+            check_fused_steps(num_steps, self.max_steps)
         calls = [num_steps] if fused else [1] * num_steps
         losses = []
         for n in calls:
@@ -230,7 +230,8 @@ class LoopEngine:
                     per_run[r].append(loss)
                 if should_stop():
                     break
-            outputs = {r: (jnp.stack(l), all_finite(jnp.stack(l), self.states[r].params)) for r, l in per_run.items()}
+            stacked = {r: jnp.stack(losses) for r, losses in per_run.items()}
+            outputs = {r: (losses, all_finite(losses, self.states[r].params)) for r, losses in stacked.items()}
         outputs = jax.device_get(outputs)  # one wait for every run; stacking on the host compiles nothing
         outputs = {r: (losses[:num_steps] if self.trainer.fused else losses, finite)
                    for r, (losses, finite) in outputs.items()}
