@@ -1,8 +1,10 @@
 """A command line generated from a frozen config dataclass.
 
 Every field becomes `--field-name value` with its default and the `help` of its metadata shown in
-`--help`. Tuples take comma-separated values (`--frequencies 0.01,0.1`); booleans that default to
-False are switches (`--resume`). Bad values exit with a message and code 2, never a traceback.
+`--help`. Tuples take comma-separated values (`--frequencies 0.01,0.1`), or, when the field's
+metadata has `repeat=True`, one whole value per occurrence of the flag, in order (`--pattern-spec A
+--pattern-spec B`); booleans that default to False are switches (`--resume`). Bad values exit with
+a message and code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -61,6 +63,23 @@ def _field_parser(tp: Any) -> tuple[Callable[[str], Any], str]:
     return parse_scalar, getattr(tp, "__name__", "VALUE").upper()
 
 
+class _Repeated(argparse.Action):
+    """Appends each occurrence's value to a tuple; the first occurrence replaces the default."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        kept = () if current is self.default or current is None else tuple(current)
+        setattr(namespace, self.dest, (*kept, values))
+
+
+def _repeated_item_parser(field: dataclasses.Field, tp: Any) -> tuple[Callable[[str], Any], str]:
+    """The parser and metavar of one occurrence of a `repeat=True` field of type `tuple[X, ...]`."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is not tuple or len(args) != 2 or args[1] is not Ellipsis:
+        raise TypeError(f"field {field.name!r} has repeat=True, so its type must be tuple[X, ...], got {tp}")
+    return _field_parser(args[0])
+
+
 def build_parser(config_cls: type, description: str) -> argparse.ArgumentParser:
     """An argparse parser with one flag per field of `config_cls`."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,6 +90,12 @@ def build_parser(config_cls: type, description: str) -> argparse.ArgumentParser:
         help_text = field.metadata.get("help", "")
         if tp is bool and field.default is False:
             parser.add_argument(flag, dest=field.name, action="store_true", help=help_text)
+            continue
+        if field.metadata.get("repeat", False):
+            parse, metavar = _repeated_item_parser(field, tp)
+            shown = " ".join(f"{flag} {v}" for v in field.default) or "none"
+            parser.add_argument(flag, dest=field.name, action=_Repeated, type=parse, default=field.default,
+                                metavar=metavar, help=f"{help_text} (repeatable; default: {shown})".replace("%", "%%"))
             continue
         parse, metavar = _field_parser(tp)
         default = field.default

@@ -24,20 +24,23 @@ class DataOptions:
                                   "[, x_test, y_test]")
     data_dir: str | None = flag(None, "tfds data directory holding prepared datasets (default: tfds's own)")
     train_size: int = flag(0, "use only this many training images (fixed seeded subset; 0 = all)")
+    test_size: int = flag(0, "evaluate on only this many test images (fixed seeded subset; 0 = all)")
     flip: bool | None = flag(None, "horizontal-flip augmentation (auto: the dataset's default: on for CIFAR-10, off "
                                    "for digits, MNIST and npz: data)")
 
     def validate_data(self) -> None:
         if self.dataset not in DATASET_NAMES and not self.dataset.startswith("npz:"):
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASET_NAMES)} or npz:PATH")
-        if self.train_size < 0:
-            raise ValueError(f"train_size must be >= 0, got {self.train_size}")
+        if self.train_size < 0 or self.test_size < 0:
+            raise ValueError(f"train_size and test_size must be >= 0, got {self.train_size} and {self.test_size}")
 
     def load_data(self) -> Dataset:
-        """The dataset, subsampled to `train_size`."""
+        """The dataset, subsampled to `train_size` and `test_size`."""
         data = load_dataset(self.dataset, data_dir=self.data_dir, download=self.data_dir is None)
         if self.train_size:
             data = dataclasses.replace(data, train=subset(data.train, self.train_size))
+        if self.test_size:
+            data = dataclasses.replace(data, test=subset(data.test, self.test_size))
         if self.flip is not None:
             data = dataclasses.replace(data, flip_ok=self.flip)
         return data

@@ -139,11 +139,35 @@ class RunTracker:
     def records(self) -> Any: ...
 
 
+class ChunkTracker:
+    """Or one tracker for a whole chunk (duck-typed) (e.g. a probe vmapped over the runs, one program): a sweep
+    observer that sees the stacked states (padding rows included) and keeps one JSON state per
+    real run."""
+
+    def __call__(self, step: int, states: TrainState, metrics: dict) -> None: ...
+
+    def records(self) -> list[Any]: ...
+
+
+class PerRunTrackers(ChunkTracker):
+    """A chunk tracker made of one `RunTracker` per real run (padding rows are not tracked)."""
+
+    def __init__(self, trackers: Sequence[RunTracker]):
+        self.trackers = list(trackers)
+        self._observe = per_run(self.trackers)
+
+    def __call__(self, step: int, states: TrainState, metrics: dict) -> None:
+        self._observe(step, states, metrics)
+
+    def records(self) -> list[Any]:
+        return [t.records() for t in self.trackers]
+
+
 # tracking(trainer, specs of the chunk, their prepared runs, each run's parameters where training
-#   starts (host arrays), restored tracker records or None) -> one RunTracker per run (e.g. an RWC
-#   tracker, a gradient probe)
+#   starts (host arrays), restored tracker records or None) -> a ChunkTracker, or one RunTracker
+#   per run (e.g. an RWC tracker per run, a vmapped gradient probe for the chunk)
 Tracking = Callable[[Trainer, Sequence[RunSpec], Sequence[PreparedRun], Sequence[Any], "Sequence[Any] | None"],
-                    Sequence[RunTracker]]
+                    "ChunkTracker | Sequence[RunTracker]"]
 # summarise(spec, history, realised poison stats, tracker records or None) -> results entry
 Summarise = Callable[[RunSpec, dict, list, Any], dict]
 
@@ -187,11 +211,17 @@ class StudyResult(NamedTuple):
     resumed_from: dict | None  # {"chunk": i, "step": s} of the checkpoint the run continued from
 
 
+def sweep_config(config: Any) -> Any:
+    """The part of a training config that runs of one sweep share: all of it but the schedule,
+    which is per-run optimizer state (`anatomy_jax.train.optim.with_schedule`)."""
+    return dataclasses.replace(config, schedule="constant")
+
+
 def _chunks(specs: Sequence[RunSpec], runs_per_chunk: int) -> list[tuple[int, int]]:
-    """(start, stop) of each chunk: consecutive runs with the same training config and the same
-    patterns (a sweep shares both), at most `runs_per_chunk` of them."""
+    """(start, stop) of each chunk: consecutive runs with the same training config (but for the
+    schedule) and the same patterns (a sweep shares both), at most `runs_per_chunk` of them."""
     def shared(spec: RunSpec) -> tuple:
-        return spec.config, tuple((p.pattern, p.target) for p in spec.poisons)
+        return sweep_config(spec.config), tuple((p.pattern, p.target) for p in spec.poisons)
 
     chunks, start = [], 0
     for i in range(1, len(specs) + 1):
@@ -253,8 +283,8 @@ class Study:
             plans = [plan_run(s, data) for s in specs]
             trainers = {}
             for s in specs:
-                if s.config not in trainers:
-                    trainers[s.config] = make_trainer(s.config, data)
+                if sweep_config(s.config) not in trainers:  # one trainer per sweep (schedules share it)
+                    trainers[sweep_config(s.config)] = make_trainer(sweep_config(s.config), data)
         except SettingsError:
             raise
         except ValueError as e:
@@ -262,7 +292,7 @@ class Study:
         return cls(specs, data, plans, trainers, options, mesh, None if metrics is None else tuple(metrics))
 
     def trainer(self, index: int) -> Trainer:
-        return self.trainers[self.specs[index].config]
+        return self.trainers[sweep_config(self.specs[index].config)]
 
     def plan_layout(self, saved: dict | None = None) -> SweepLayout:
         """The strategy rule and memory sizing, or the layout a resumed study started with."""
@@ -282,7 +312,7 @@ class Study:
         per_device = len(self.specs)
         reserved = self.data.train.images.nbytes + self.data.test.images.nbytes
         for config, trainer in self.trainers.items():
-            index = next(i for i, s in enumerate(self.specs) if s.config == config)
+            index = next(i for i, s in enumerate(self.specs) if sweep_config(s.config) == config)
             run = self.prepare_run(index)
             run_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves((run.data.plan, run.data.metric_inputs)))
             per_device = min(per_device, auto_runs_per_device(trainer, run.state, self.data.image_shape,
@@ -405,11 +435,13 @@ class Study:
                     extra_restored, wall_before = meta["extra"], float(meta["wall_time_s"])
                     bar.update(int(meta["step"]) * real)
                 hist = hist + [copy.deepcopy(hist[-1]) for _ in range(len(padded) - real)]
-                trackers = []
+                tracker = None
                 if tracking is not None:
-                    trackers = list(tracking(trainer, self.specs[start:stop_], prepared,
-                                             _runs_of(to_host(stacked.params), real), extra_restored))
-                chunk_observers = ([per_run(trackers)] if trackers else []) + list(observers)
+                    tracker = tracking(trainer, self.specs[start:stop_], prepared,
+                                       _runs_of(to_host(stacked.params), real), extra_restored)
+                    if isinstance(tracker, (list, tuple)):  # one RunTracker per run
+                        tracker = PerRunTrackers(tracker)
+                chunk_observers = ([tracker] if tracker is not None else []) + list(observers)
                 started = time.time()
                 metrics = self.metrics_of(start)
 
@@ -417,12 +449,13 @@ class Study:
                     return wall_before + time.time() - started
 
                 def tracker_records() -> list | None:
-                    return [t.records() for t in trackers] if trackers else None
+                    return tracker.records() if tracker is not None else None
 
                 def update(status_of: Callable[[int], str]) -> None:
                     per_run_wall = round(wall() / real, 3)
+                    records = tracker_records()
                     for i in range(real):
-                        tracked = trackers[i].records() if trackers else None
+                        tracked = records[i] if records is not None else None
                         entry = summarise(self.specs[start + i], hist[i], prepared[i].stats, tracked)
                         entries[start + i] = {**entry, "status": status_of(i), "wall_time_s": per_run_wall}
                     if on_update is not None:

@@ -14,7 +14,7 @@ _OVER_TIME = (
     ("attack_success_rate", None, "attack success rate"),
     ("projection_share", 1, "projection share (pattern -> target)"),
     ("norm_share", 1, "norm share (pattern -> target)"),
-    ("coherence", 1, "coherence (pattern -> target)"),
+    ("coherence", 1, "coherence alpha (pattern -> target)"),
     ("mean_cosine", (1, 0), "cos(mean grad pattern -> target, mean grad clean)"),
     ("saliency_mass", None, "saliency mass inside the pattern"),
 )
@@ -55,26 +55,36 @@ def plot_over_time(results: dict[str, Any], path: pathlib.Path) -> None:
 
 
 def plot_predictors(results: dict[str, Any], path: pathlib.Path) -> None:
-    """Early statistic vs acquisition step across runs, one panel per statistic, Spearman in the
-    title; runs that never acquired the pattern are hollow markers at steps + 1."""
+    """Early statistic vs acquisition step across runs, one panel per statistic, Spearman and the
+    partial Spearman (given the design) with permutation p-values in the title; runs that never
+    acquired the pattern are hollow markers at steps + 1."""
     analysis = results["analysis"]
     steps = results["config"]["steps"]
     predictors = analysis["predictors"]
-    fig, axes = subplots(1, len(predictors), figsize=(3.6 * len(predictors), 3.4), squeeze=False,
-                             layout="constrained")
-    for ax, p in zip(axes[0], predictors):
+    cols = min(len(predictors), 4)
+    rows = -(-len(predictors) // cols)
+    fig, axes = subplots(rows, cols, figsize=(3.8 * cols, 3.6 * rows), squeeze=False, layout="constrained")
+    for ax in axes.ravel()[len(predictors):]:
+        ax.set_visible(False)
+    for ax, p in zip(axes.ravel(), predictors):
         x = np.asarray(p["values"])
         y = np.asarray(p["acquisition_steps"])
         never = y > steps
         ax.scatter(x[~never], y[~never], color="C0", label="acquired")
         ax.scatter(x[never], y[never], facecolors="none", edgecolors="C3", label="never acquired")
-        rho = "n/a" if p["spearman"] is None else f"{p['spearman']:+.2f}"
-        ax.set_title(f"{p['statistic']} ({p['group']})\nSpearman {rho}", fontsize=8)
+        def fmt(name: str, p=p) -> str:
+            rho, pv = p[name], p[f"{name}_p_value"]
+            return "n/a" if rho is None else f"{rho:+.2f} (p={pv:.2g})"
+
+        where = p["group"] + (f", {p['layer']}" if p.get("layer") else "")
+        ax.set_title(f"{p['statistic']} ({where})\nSpearman {fmt('spearman')}\npartial {fmt('partial_spearman')}",
+                     fontsize=7)
         ax.set_xlabel(f"value at step {analysis['early_step']}", fontsize=8)
         ax.set_ylabel("acquisition step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"early gradient statistics vs sustained acquisition ({analysis['runs']} runs)", fontsize=9)
     fig.savefig(path, dpi=110)
 
 

@@ -3,7 +3,14 @@
 * attack success rate (ASR): the share of test images whose label is not the target that the net
   classifies as the target once the pattern is stamped on them;
 * reliance: the mean, over the same images, of margin(stamped) - margin(clean), where the target
-  margin is z_t - max_{j != t} z_j (how far the pattern moves the logits toward the target).
+  margin is z_t - max_{j != t} z_j (how far the pattern moves the logits toward the target);
+* clean target rate: the share of the same images classified as the target *without* the
+  pattern: the baseline the ASR has to beat (a barely trained net that predicts the target class
+  for most inputs has a high ASR and an equally high clean target rate).
+
+The acquisition step of an ASR curve is *sustained*: the first evaluation from which the ASR stays
+at or above the threshold (`acquisition_step`); `first_crossing_step` is the first evaluation that
+reaches it at all (a spike of an untrained net counts there).
 
 `attack_success_rate` and `reliance` take logits; `BackdoorMetrics` is the same computation as
 a test-set metric (per-batch sums, then ratios) that a study composes with the clean metrics of
@@ -53,6 +60,12 @@ def reliance_sum(clean_logits: jax.Array, stamped_logits: jax.Array, labels: jax
     return jnp.where(keep, delta, 0.0).sum(), keep.sum()
 
 
+def target_hits(logits: jax.Array, labels: jax.Array, target: int | jax.Array,
+                valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """(hits, count): non-target images classified as `target` as they are (no pattern)."""
+    return attack_hits(logits, labels, target, valid)
+
+
 def attack_success_rate(stamped_logits: jax.Array, labels: jax.Array, target: int | jax.Array,
                         valid: jax.Array | None = None) -> jax.Array:
     """Share of the non-target images (of the `valid` ones) classified as `target` once stamped."""
@@ -67,12 +80,30 @@ def reliance(clean_logits: jax.Array, stamped_logits: jax.Array, labels: jax.Arr
     return total / jnp.maximum(count, 1)
 
 
-def acquisition_step(asr: Sequence[float | None], steps: Sequence[int], threshold: float = 0.5) -> int | None:
+def _reached(a: float | None, threshold: float) -> bool:
+    return a is not None and not math.isnan(a) and a >= threshold
+
+
+def first_crossing_step(asr: Sequence[float | None], steps: Sequence[int], threshold: float = 0.5) -> int | None:
     """The first evaluated step whose ASR reaches `threshold`; None if it never does."""
     for s, a in zip(steps, asr):
-        if a is not None and not math.isnan(a) and a >= threshold:
+        if _reached(a, threshold):
             return int(s)
     return None
+
+
+def acquisition_step(asr: Sequence[float | None], steps: Sequence[int], threshold: float = 0.5) -> int | None:
+    """The first evaluated step from which the ASR stays at or above `threshold` at every later
+    evaluation (sustained acquisition); None if the last evaluation is below it (or missing: a
+    diverged run has acquired nothing)."""
+    chex.assert_equal(len(asr), len(steps))
+    acquired = None
+    for s, a in zip(steps, asr):
+        if _reached(a, threshold):
+            acquired = int(s) if acquired is None else acquired
+        else:
+            acquired = None
+    return acquired
 
 
 class BackdoorInputs(NamedTuple):
@@ -97,11 +128,11 @@ def backdoor_inputs(patterns: Patterns, targets: Sequence[int], num_batches: int
 
 @dataclasses.dataclass(frozen=True)
 class BackdoorMetrics:
-    """ASR and reliance of every pattern, as a test-set metric (`anatomy_jax.train.evaluation`):
-    `sums` adds up one batch, `finalize` turns the sums into `attack_success_rate` and `reliance`,
-    each a (K,) array."""
+    """ASR, reliance and clean target rate of every pattern, as a test-set metric
+    (`anatomy_jax.train.evaluation`): `sums` adds up one batch, `finalize` turns the sums into
+    `attack_success_rate`, `reliance` and `clean_target_rate`, each a (K,) array."""
 
-    names = ("attack_success_rate", "reliance")
+    names = ("attack_success_rate", "reliance", "clean_target_rate")
 
     def run_inputs(self, context) -> BackdoorInputs:
         """The run's patterns, targets and test offsets (`context`: anatomy_jax.train.MetricContext)."""
@@ -110,7 +141,7 @@ class BackdoorMetrics:
 
     def sums(self, apply_fn: Callable[[jax.Array], jax.Array], batch: jax.Array, x: jax.Array, y: jax.Array,
              valid: jax.Array, logits: jax.Array, inputs: BackdoorInputs) -> dict[str, jax.Array]:
-        hits, margins, counts = [], [], []
+        hits, margins, clean_hits, counts = [], [], [], []
         for k in range(inputs.targets.shape[0]):
             offsets = jax.lax.dynamic_index_in_dim(inputs.offsets[k], batch, keepdims=False)
             stamped = apply_fn(stamp(x, jnp.full(y.shape, k, jnp.int32), offsets, inputs.patterns))
@@ -118,11 +149,15 @@ class BackdoorMetrics:
             m, _ = reliance_sum(logits, stamped, y, inputs.targets[k], valid)
             hits.append(h)
             margins.append(m)
+            clean_hits.append(target_hits(logits, y, inputs.targets[k], valid)[0])
             counts.append(n)
         if not hits:
-            return {"hits": jnp.zeros(0, jnp.int32), "margins": jnp.zeros(0), "counts": jnp.zeros(0, jnp.int32)}
-        return {"hits": jnp.stack(hits), "margins": jnp.stack(margins), "counts": jnp.stack(counts)}
+            return {"hits": jnp.zeros(0, jnp.int32), "margins": jnp.zeros(0), "clean_hits": jnp.zeros(0, jnp.int32),
+                    "counts": jnp.zeros(0, jnp.int32)}
+        return {"hits": jnp.stack(hits), "margins": jnp.stack(margins), "clean_hits": jnp.stack(clean_hits),
+                "counts": jnp.stack(counts)}
 
     def finalize(self, sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
         counts = jnp.maximum(sums["counts"], 1)
-        return {"attack_success_rate": sums["hits"] / counts, "reliance": sums["margins"] / counts}
+        return {"attack_success_rate": sums["hits"] / counts, "reliance": sums["margins"] / counts,
+                "clean_target_rate": sums["clean_hits"] / counts}

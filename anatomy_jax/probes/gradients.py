@@ -6,25 +6,41 @@ pass a `loss_fn` that applies the model with its running statistics (`train=Fals
 example has no batch statistics, and the running ones make each example's gradient independent
 of the others in the batch (`model_loss_fn` builds such a function).
 
-`gradient_alignment(grads, groups, num_groups, update=None)` summarises per-example gradients
-g_i (flattened to vectors) split into groups (e.g. 0 = clean, k = carries pattern k; or
-relabelled vs not). With G_g = sum of g_i in group g, G = sum_g G_g and n_g the group size:
+`gradient_alignment(grads, groups, num_groups, update=None, weights=None)` summarises per-example
+gradients g_i (flattened to vectors) split into groups (e.g. 0 = clean, k = carries pattern k; or
+relabelled vs not), each example weighted by w_i >= 0 (default 1). Weights let a probe batch whose
+groups were sampled at different rates stand for the training set's real composition. With
+G_g = sum_{i in g} w_i g_i, n_g = sum_{i in g} w_i (the group's weight), S_g = sum_{i in g} w_i ||g_i||^2,
+G = sum_g G_g, and E_w the w-weighted mean over a group's examples:
 
-* `mean_grad_norm[g]`      = ||G_g / n_g||
-* `mean_cosine[g, h]`      = cos(G_g / n_g, G_h / n_h)                 (cosine between group means)
-* `coherence[g]`           = mean over pairs i != j in g of cos(g_i, g_j)
-                           = (||sum_i u_i||^2 - n_g) / (n_g (n_g - 1)),   u_i = g_i / ||g_i||
-                             (no n x n matrix is formed)
-* `norm_share[g]`          = ||G_g|| / ||G||                            (the group's share of the batch gradient)
-* `projection_share[g]`    = <G_g, G> / ||G||^2                         (sums to 1 over groups)
-* `update_share[g]`        = <G_g, d> / <G, d>, d = -update             (the same split of the optimizer's actual
-                             step, momentum included; sums to 1 over groups)
-* `update_cosine[g]`       = cos(G_g, d)
+* `count[g]`                 = number of examples in g (unweighted);  `weight[g]` = n_g
+* `mean_grad_norm[g]`        = ||G_g / n_g|| = ||E_w[g]||
+* `mean_cosine[g, h]`        = cos(G_g / n_g, G_h / n_h)                 (cosine between group means)
+* `coherence[g]`             = alpha_g = ||E_w[g]||^2 / E_w[||g||^2] = ||G_g||^2 / (n_g S_g)
+                               (Chatterjee & Zielinski, "Coherent gradients", ICLR 2020; "On the
+                               generalization mystery", 2022): 1 for identical gradients, 1/n for n
+                               orthogonal ones of equal norm, 0 for pairs g, -g; 0 for an empty group
+                               or one whose gradients are all zero
+* `coherence_overall`        = the same alpha over all grouped examples: ||G||^2 / (sum n_g sum S_g)
+* `mean_pairwise_cosine[g]`  = mean over pairs i != j in g of cos(g_i, g_j)  (unweighted; a zero
+                               gradient has cosine 0 with everything)
+                             = (||sum_i u_i||^2 - sum_i ||u_i||^2) / (c_g (c_g - 1)),  u_i = g_i / ||g_i||,
+                               c_g = count[g]  (no c x c matrix is formed)
+* `norm_share[g]`            = ||G_g|| / ||G||                            (the group's share of the batch gradient)
+* `projection_share[g]`      = <G_g, G> / ||G||^2                         (sums to 1 over groups)
+* `update_share[g]`          = <G_g, d> / <G, d>, d = -update             (the same split of the optimizer's actual
+                               step, momentum included; sums to 1 over groups)
+* `update_cosine[g]`         = cos(G_g, d)
+
+Every statistic is a function of per-group sums that add over disjoint sets of examples
+(`alignment_sums`), so a probe can accumulate them chunk by chunk without holding all per-example
+gradients (`alignment_statistics` turns the sums into the statistics). `layer_order` names a
+network's layers from input to output, for statistics restricted to one layer's parameters.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import chex
 import jax
@@ -100,44 +116,124 @@ def _flatten_one(tree: Any) -> jax.Array:
     return jnp.concatenate([x.reshape(-1) for x in jax.tree.leaves(tree) if x is not None])
 
 
-def gradient_alignment(grads: Any, groups: jax.Array, num_groups: int, update: Any = None,
-                       eps: float = 1e-12) -> dict[str, jax.Array]:
-    """Alignment statistics of per-example gradients split into groups (see the module docstring).
+class AlignmentSums(NamedTuple):
+    """Per-group sums over examples that `alignment_statistics` needs (K groups, D parameters).
+    Sums of disjoint sets of examples add leaf by leaf (`jax.tree.map(jnp.add, a, b)`)."""
 
-    grads: per-example gradient pytree (leading axis N) or an (N, D) matrix; groups: (N,) ints in
-    [0, num_groups) (negative ids are ignored); update: the optimizer's update as a pytree like one
-    example's gradient (or a (D,) vector), optional. Groups with fewer than 1 (2 for coherence)
-    examples give 0. Jittable with static `num_groups`.
-    """
-    g = grads if isinstance(grads, jax.Array) and grads.ndim == 2 else flatten_per_example(grads)
+    count: jax.Array  # (K,) number of examples
+    weight: jax.Array  # (K,) n_g = sum w_i
+    grad_sum: jax.Array  # (K, D) G_g = sum w_i g_i
+    sq_norm_sum: jax.Array  # (K,) S_g = sum w_i ||g_i||^2
+    unit_sum: jax.Array  # (K, D) sum u_i, u_i = g_i / ||g_i|| (0 for a zero gradient)
+    unit_sq_sum: jax.Array  # (K,) sum ||u_i||^2 (the number of nonzero gradients)
+
+
+def alignment_sums(g: jax.Array, groups: jax.Array, num_groups: int, weights: jax.Array | None = None,
+                   eps: float = 1e-12) -> AlignmentSums:
+    """The per-group sums of an (N, D) matrix of per-example gradients; `groups` (N,) ints in
+    [0, num_groups) (negative ids are left out), `weights` (N,) >= 0 (default 1)."""
+    chex.assert_rank(g, 2)
     chex.assert_shape(groups, (g.shape[0],))
+    w = jnp.ones(g.shape[0], g.dtype) if weights is None else jnp.asarray(weights, g.dtype)
+    chex.assert_shape(w, (g.shape[0],))
     onehot = jax.nn.one_hot(groups, num_groups, dtype=g.dtype)  # (N, K); negative ids -> all zeros
-    counts = onehot.sum(0)
-    sums = onehot.T @ g  # (K, D): G_g
-    total = sums.sum(0)  # G (of the grouped examples)
-    means = sums / jnp.maximum(counts, 1.0)[:, None]
+    sq_norms = jnp.sum(g * g, axis=1)
+    norms = jnp.sqrt(sq_norms)
+    unit = g / jnp.maximum(norms, eps)[:, None]
+    return AlignmentSums(count=onehot.sum(0), weight=onehot.T @ w, grad_sum=onehot.T @ (w[:, None] * g),
+                         sq_norm_sum=onehot.T @ (w * sq_norms), unit_sum=onehot.T @ unit,
+                         unit_sq_sum=onehot.T @ jnp.sum(unit * unit, axis=1))
+
+
+def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:
+    """num / den where den > 0, else 0 (no NaN or inf, also in gradients)."""
+    positive = den > 0
+    return jnp.where(positive, num / jnp.where(positive, den, 1.0), 0.0)
+
+
+def alignment_statistics(sums: AlignmentSums, update: jax.Array | None = None,
+                         eps: float = 1e-12) -> dict[str, jax.Array]:
+    """The statistics of the module docstring from per-group sums; `update`: the optimizer's
+    update as a (D,) vector, optional (adds `update_share` and `update_cosine`)."""
+    n, big_g = sums.weight, sums.grad_sum
+    means = big_g / jnp.where(n > 0, n, 1.0)[:, None]
     mean_norms = jnp.linalg.norm(means, axis=1)
-    mean_cosine = (means @ means.T) / jnp.maximum(jnp.outer(mean_norms, mean_norms), eps)
-    unit = g / jnp.maximum(jnp.linalg.norm(g, axis=1, keepdims=True), eps)
-    unit_sums = onehot.T @ unit
-    coherence = jnp.where(counts > 1, (jnp.sum(unit_sums ** 2, axis=1) - counts)
-                          / jnp.maximum(counts * (counts - 1), 1.0), 0.0)
+    total = big_g.sum(0)  # G (of the grouped examples)
     total_sq = jnp.maximum(jnp.dot(total, total), eps)
+    counts = sums.count
     out = {
         "count": counts,
+        "weight": n,
         "mean_grad_norm": mean_norms,
-        "mean_cosine": mean_cosine,
-        "coherence": coherence,
-        "norm_share": jnp.linalg.norm(sums, axis=1) / jnp.sqrt(total_sq),
-        "projection_share": (sums @ total) / total_sq,
+        "mean_cosine": (means @ means.T) / jnp.maximum(jnp.outer(mean_norms, mean_norms), eps),
+        "coherence": jnp.clip(_ratio(jnp.sum(big_g ** 2, axis=1), n * sums.sq_norm_sum), 0.0, 1.0),
+        "coherence_overall": jnp.clip(_ratio(jnp.dot(total, total), n.sum() * sums.sq_norm_sum.sum()), 0.0, 1.0),
+        "mean_pairwise_cosine": _ratio(jnp.sum(sums.unit_sum ** 2, axis=1) - sums.unit_sq_sum,
+                                       jnp.where(counts > 1, counts * (counts - 1), 0.0)),
+        "norm_share": jnp.linalg.norm(big_g, axis=1) / jnp.sqrt(total_sq),
+        "projection_share": (big_g @ total) / total_sq,
     }
     if update is not None:
-        d = -(update if isinstance(update, jax.Array) and update.ndim == 1 else _flatten_one(update))
-        chex.assert_shape(d, (g.shape[1],))
-        along = sums @ d
+        d = -update
+        chex.assert_shape(d, (big_g.shape[1],))
+        along = big_g @ d
         out["update_share"] = along / jnp.where(jnp.abs(along.sum()) > eps, along.sum(), eps)
-        out["update_cosine"] = along / jnp.maximum(jnp.linalg.norm(sums, axis=1) * jnp.linalg.norm(d), eps)
+        out["update_cosine"] = along / jnp.maximum(jnp.linalg.norm(big_g, axis=1) * jnp.linalg.norm(d), eps)
     return out
+
+
+def gradient_alignment(grads: Any, groups: jax.Array, num_groups: int, update: Any = None,
+                       weights: jax.Array | None = None, eps: float = 1e-12) -> dict[str, jax.Array]:
+    """Alignment statistics of per-example gradients split into weighted groups (see the module
+    docstring).
+
+    grads: per-example gradient pytree (leading axis N; None leaves are skipped) or an (N, D)
+    matrix; groups: (N,) ints in [0, num_groups) (negative ids are ignored); update: the
+    optimizer's update as a pytree like one example's gradient (or a (D,) vector), optional;
+    weights: (N,) >= 0, default all ones. Empty groups (and, for `mean_pairwise_cosine`, groups of
+    one example) give 0. Jittable with static `num_groups`.
+    """
+    g = grads if isinstance(grads, jax.Array) and grads.ndim == 2 else flatten_per_example(grads)
+    d = None
+    if update is not None:
+        d = update if isinstance(update, jax.Array) and update.ndim == 1 else _flatten_one(update)
+    return alignment_statistics(alignment_sums(g, groups, num_groups, weights, eps), d, eps)
+
+
+def layer_order(loss_fn: Callable[..., jax.Array], params: Any, *args: Any) -> tuple[str, ...]:
+    """The layers of `params` in the order the computation `loss_fn(params, *args)` first uses
+    them (a layer is a leaf's "/"-joined path without its last key, e.g. "conv1/Conv_0").
+
+    Path order is no guide to depth (ResNet's "stem" sorts after "layer1"), so this reads the
+    order from the traced program: `params` and `args` may be abstract (`jax.ShapeDtypeStruct`).
+    """
+    from jax.extend import core as jcore
+
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    names = ["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path[:-1]) for path, _ in leaves]
+    closed = jax.make_jaxpr(loss_fn)(params, *args)
+    first: dict[int, int] = {}
+    counter = [0]
+
+    def visit(jaxpr, env: dict[int, int]) -> None:
+        for eqn in jaxpr.eqns:
+            counter[0] += 1
+            subs = [p for p in eqn.params.values() if isinstance(p, (jcore.Jaxpr, jcore.ClosedJaxpr))]
+            sub = subs[0].jaxpr if len(subs) == 1 and isinstance(subs[0], jcore.ClosedJaxpr) else (
+                subs[0] if len(subs) == 1 else None)
+            if sub is not None and len(sub.invars) == len(eqn.invars):  # pjit, custom_jvp, remat: follow inside
+                visit(sub, {id(iv): env[id(v)] for v, iv in zip(eqn.invars, sub.invars) if id(v) in env})
+                continue
+            for v in eqn.invars:
+                if id(v) in env:
+                    first.setdefault(env[id(v)], counter[0])
+
+    visit(closed.jaxpr, {id(v): i for i, v in enumerate(closed.jaxpr.invars[:len(leaves)])})
+    order: list[str] = []
+    for leaf in sorted(first, key=first.get):
+        if names[leaf] not in order:
+            order.append(names[leaf])
+    return tuple(order)
 
 
 def saliency_mass(loss_fn: LossFn, params: Any, inputs: jax.Array, labels: jax.Array,

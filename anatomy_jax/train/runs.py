@@ -27,6 +27,7 @@ from anatomy_jax.poison.patterns import Patterns, make_patterns
 from anatomy_jax.poison.poisoning import PoisonPlan, PoisonSpec, clean_plan, plan_poison
 from anatomy_jax.train.config import TrainConfig
 from anatomy_jax.train.evaluation import ClassificationMetrics, Metric, MetricContext, TestSet, metric_inputs
+from anatomy_jax.train.optim import with_schedule
 from anatomy_jax.train.steps import Trainer, TrainState
 
 
@@ -112,6 +113,8 @@ def prepare_run(trainer: Trainer, spec: RunSpec, train_images: jax.Array, test: 
     targets = jnp.asarray([p.target for p in spec.poisons], jnp.int32)
     inputs = metric_inputs(metrics, MetricContext(planned.patterns, targets, test, jax.random.fold_in(poison_key, 1)))
     state = trainer.init(init_key, data_key, train_images, spec.learning_rate)
+    # the run's schedule is optimizer state, so runs that differ only in it share a trainer (a sweep)
+    state = state._replace(opt_state=with_schedule(state.opt_state, spec.config.schedule))
     return PreparedRun(RunData(train_images, planned.plan, planned.patterns, test, inputs), planned.stats, state)
 
 

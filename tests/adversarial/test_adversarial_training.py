@@ -14,7 +14,7 @@ from anatomy_jax.train import AdversarialTraining, cross_entropy, train_loop
 
 
 def test_adversarial_step_is_a_standard_step_on_the_pgd_batch():
-    config = PatternRateConfig(frequencies=(0.0,), correlations=(0.0,), adversarial_eps=0.1, adversarial_steps=3,
+    config = PatternRateConfig(seeds=(0,), frequencies=(0.0,), correlations=(0.0,), adversarial_eps=0.1, adversarial_steps=3,
                                augment=False)
     data = load_digits()
     trainer = make_trainer(config, data)
@@ -53,7 +53,7 @@ def test_adversarial_training_makes_the_net_more_robust_than_standard_training()
     x_test = jnp.asarray(data.test.images, jnp.float32) / 255.0
     robust = {}
     for eps in (0.0, 0.2):
-        config = PatternRateConfig(frequencies=(0.0,), correlations=(0.0,), steps=150, eval_every=150,
+        config = PatternRateConfig(seeds=(0,), frequencies=(0.0,), correlations=(0.0,), steps=150, eval_every=150,
                                    adversarial_eps=eps, adversarial_steps=5, augment=False)
         trainer = make_trainer(config, data)
         run_data, _, state = prepare_run(config, trainer, data, jnp.asarray(data.train.images), config.grid()[0])

@@ -68,7 +68,7 @@ def test_tracker_does_not_change_training():
     from anatomy_jax.experiment.pattern_rate import PatternRateConfig, make_trainer, prepare_run, load_study_data
     from anatomy_jax.train import train_loop
 
-    config = PatternRateConfig(frequencies=(0.05,), correlations=(1.0,), learning_rates=(0.05,), steps=40,
+    config = PatternRateConfig(seeds=(0,), frequencies=(0.05,), correlations=(1.0,), learning_rates=(0.05,), steps=40,
                                batch_size=64)
     data = load_study_data(config)
     trainer = make_trainer(config, data)

@@ -22,7 +22,7 @@ def test_flip_overrides_the_dataset_default():
 
 def test_pattern_seed_changes_the_random_pattern_and_only_it():
     shape = (8, 8, 1)
-    config = PatternRateConfig(pattern="random", patch_size=3)
+    config = PatternRateConfig(seeds=(0,), pattern="random", patch_size=3)
     a = make_patterns([config.pattern_spec(shape)], shape).image
     b = make_patterns([dataclasses.replace(config, pattern_seed=1).pattern_spec(shape)], shape).image
     again = make_patterns([config.pattern_spec(shape)], shape).image
@@ -43,3 +43,41 @@ def test_npz_test_labels_must_occur_in_training():
 def test_train_config_refuses_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value}).validate()
+
+
+def test_repeated_flags_collect_whole_values_in_order():
+    from anatomy_jax.experiment.cli import build_parser, parse_config, resume_command
+    from anatomy_jax.utils.fields import flag
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        pattern_spec: tuple[str, ...] = flag(("solid:f=0.1",), "a pattern, one per flag", repeat=True)
+        seeds: tuple[int, ...] = flag((0,), "seeds")
+        out: str | None = flag(None, "output directory")
+
+    argv = ["--pattern-spec", "checkerboard:f=0.1,0.2", "--seeds", "1,2", "--pattern-spec", "noise:f=0.3"]
+    config = parse_config(Config, "test", argv)
+    assert config.pattern_spec == ("checkerboard:f=0.1,0.2", "noise:f=0.3")  # replaced, not extended
+    assert config.seeds == (1, 2)
+    assert parse_config(Config, "test", []).pattern_spec == ("solid:f=0.1",)
+    assert parse_config(Config, "test", ["--pattern-spec", "x"]) == Config(pattern_spec=("x",))
+    help_text = build_parser(Config, "test").format_help()
+    assert "--pattern-spec STR" in help_text and "a pattern, one per flag (repeatable; default:" in help_text
+    command = resume_command("runs/x", ["--out", "old", *argv, "--resume"])
+    assert command.endswith(" --pattern-spec checkerboard:f=0.1,0.2 --seeds 1,2 --pattern-spec noise:f=0.3 "
+                            "--out runs/x --resume")
+
+
+def test_repeat_needs_a_tuple_field():
+    from anatomy_jax.experiment.cli import build_parser
+    from anatomy_jax.utils.fields import flag
+
+    with pytest.raises(ValueError, match="a repeated flag needs a tuple default, got 'a'"):
+        flag("a", "one value", repeat=True)
+
+    @dataclasses.dataclass(frozen=True)
+    class Bad:
+        name: str = dataclasses.field(default="a", metadata={"help": "h", "repeat": True})
+
+    with pytest.raises(TypeError, match="must be tuple"):
+        build_parser(Bad, "test")

@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 
 SCRIPT = str(ROOT / "experiments" / "pattern_rate.py")
 # Intervals that do not align: evaluations every 7 steps, checkpoints every 10.
-UNALIGNED = PatternRateConfig(frequencies=(0.1,), correlations=(0.0, 1.0), learning_rates=(0.05,), steps=40,
+UNALIGNED = PatternRateConfig(seeds=(0,), frequencies=(0.1,), correlations=(0.0, 1.0), learning_rates=(0.05,), steps=40,
                               eval_every=7, checkpoint_every=10, batch_size=64, width=0.5)
 CLI = ["--frequencies", "0.1", "--correlations", "1", "--learning-rates", "0.05", "--steps", "300",
        "--eval-every", "10", "--batch-size", "64", "--width", "0.5", "--checkpoint-every", "0"]

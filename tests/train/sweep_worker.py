@@ -18,7 +18,7 @@ import jax
 from anatomy_jax.experiment.pattern_rate import PatternRateConfig, train_and_evaluate
 
 # Six runs: padding is needed on 4 and 8 devices. Small enough to compile and train in seconds.
-CONFIG = PatternRateConfig(frequencies=(0.1,), correlations=(0.0, 1.0), learning_rates=(0.05, 0.1, 0.2), steps=12,
+CONFIG = PatternRateConfig(seeds=(0,), frequencies=(0.1,), correlations=(0.0, 1.0), learning_rates=(0.05, 0.1, 0.2), steps=12,
                            eval_every=6, checkpoint_every=6, batch_size=32, width=0.25, train_size=512)
 
 
@@ -49,7 +49,7 @@ def resumed_on_all_devices(out):
 
 
 # A batch-norm model: 2-way data parallelism must normalise with the whole batch's statistics.
-BATCH_NORM = PatternRateConfig(model="resnet18", width=0.25, frequencies=(0.1,), correlations=(1.0,),
+BATCH_NORM = PatternRateConfig(seeds=(0,), model="resnet18", width=0.25, frequencies=(0.1,), correlations=(1.0,),
                                learning_rates=(0.05,), steps=60, eval_every=20, checkpoint_every=0, batch_size=64)
 
 

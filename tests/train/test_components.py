@@ -130,6 +130,8 @@ def test_evaluation_equals_a_numpy_reference_with_running_batch_norm_statistics(
         margin = np.asarray(target_margin(jnp.asarray(stamped), t) - target_margin(jnp.asarray(clean), t))
         assert float(got["attack_success_rate"][k]) == pytest.approx(asr, abs=1e-7)
         assert float(got["reliance"][k]) == pytest.approx(margin[keep].mean(), rel=1e-4, abs=1e-5)
+        # the clean target rate: the same non-target images called the target without the pattern
+        assert float(got["clean_target_rate"][k]) == pytest.approx((clean.argmax(1)[keep] == target).mean(), abs=1e-7)
     # evaluation normalises with the running statistics: other statistics give other predictions
     fresh = model.init(jax.random.key(0), x[:1])["batch_stats"]
     other = evaluate(lambda z: model.apply({"params": params, "batch_stats": fresh}, z), test,

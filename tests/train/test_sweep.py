@@ -13,7 +13,7 @@ from anatomy_jax.train import (choose_strategy, make_sweep_mesh, pad_runs, per_r
                                stack_trees, to_host, train_loop, train_sweep)
 
 # Four runs: two pattern settings x a normal and a diverging learning rate.
-CONFIG = PatternRateConfig(frequencies=(0.1,), correlations=(0.0, 1.0), learning_rates=(0.05, 1e4), steps=30,
+CONFIG = PatternRateConfig(seeds=(0,), frequencies=(0.1,), correlations=(0.0, 1.0), learning_rates=(0.05, 1e4), steps=30,
                            eval_every=10, batch_size=64, width=0.5)
 EVAL_KEYS = ("steps", "clean_accuracy", "attack_success_rate", "reliance", "test_loss", "diverged",
              "diverged_at_step")
@@ -202,3 +202,39 @@ def test_a_diverging_run_leaves_the_vmapped_runs_beside_it_bitwise_unchanged(alo
     for r in (0, 1):
         jax.tree.map(lambda a, b, r=r: np.testing.assert_array_equal(a[r], b[r]), params, with_nans)
         assert histories[r] == nan_histories[r]
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_schedules_are_run_state_so_one_sweep_trains_several(strategy):
+    """A constant- and a step-schedule run in one sweep, on one trainer, equal each trained alone
+    with its own schedule compiled as the trainer's default."""
+    from anatomy_jax.experiment.study import sweep_config
+    from anatomy_jax.train import batch_test_set, plan_run
+    from anatomy_jax.train import make_trainer as trainer_for
+    from anatomy_jax.train import prepare_run as build_run
+    from anatomy_jax.train.config import train_config_of
+
+    config = dataclasses.replace(CONFIG, learning_rates=(0.05,), correlations=(1.0,), steps=30)
+    data = load_study_data(config)
+    images = jnp.asarray(data.train.images)
+    specs = [dataclasses.replace(config.run_specs(data.image_shape)[0],
+                                 config=dataclasses.replace(train_config_of(config), schedule=s))
+             for s in ("constant", "step")]
+    test = batch_test_set(data.test.images, data.test.labels, 500)
+    shared = trainer_for(sweep_config(specs[0].config), data)
+    prepared = [build_run(shared, s, images, test, plan_run(s, data)) for s in specs]
+    mesh = make_sweep_mesh()
+    states = place_states(stack_trees([p.state for p in prepared]), strategy, mesh)
+    states, histories = train_sweep(shared, states, stack_runs([p.data for p in prepared]), steps=30, eval_every=10,
+                                    strategy=strategy, mesh=mesh)
+    swept = to_host(states.params)
+    for r, spec in enumerate(specs):
+        own = trainer_for(spec.config, data)
+        run = build_run(own, spec, images, test, plan_run(spec, data))
+        state, history = train_loop(own, run.state, run.data, steps=30, eval_every=10)
+        np.testing.assert_allclose(histories[r]["train_loss"], history["train_loss"], rtol=1e-5)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[r], b, rtol=1e-4, atol=1e-6), swept,
+                     jax.device_get(state.params))
+    # the step schedule decays at steps 10 and 20: the two runs part ways after step 10
+    assert histories[0]["train_loss"][0] == pytest.approx(histories[1]["train_loss"][0], rel=1e-6)
+    assert histories[0]["train_loss"][-1] != pytest.approx(histories[1]["train_loss"][-1], rel=1e-3)

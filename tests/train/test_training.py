@@ -11,7 +11,7 @@ from anatomy_jax.experiment.pattern_rate import PatternRateConfig, make_trainer,
 from anatomy_jax.train import checkpoint_manager, schedule_shape, train_loop
 from tests.conftest import TFDS_DIR
 
-MNIST = dict(dataset="mnist", data_dir=str(TFDS_DIR), train_size=10000, model="cnn", patch_size=3,
+MNIST = dict(seeds=(0,), dataset="mnist", data_dir=str(TFDS_DIR), train_size=10000, model="cnn", patch_size=3,
              learning_rates=(0.05,), steps=500, eval_every=250, batch_size=128)
 
 
@@ -50,7 +50,7 @@ def test_small_cnn_learns_mnist_and_the_pattern(mnist_results):
     assert c1["reliance"][-1][0] > 5.0 > c0["reliance"][-1][0]
 
 
-TINY = dict(frequencies=(0.1,), correlations=(1.0,), learning_rates=(0.05,), steps=60, eval_every=10,
+TINY = dict(seeds=(0,), frequencies=(0.1,), correlations=(1.0,), learning_rates=(0.05,), steps=60, eval_every=10,
             checkpoint_every=20, batch_size=64, width=0.5)
 
 
@@ -145,6 +145,17 @@ def test_schedules_have_the_documented_shape():
         schedule_shape("exp", 10)
 
 
+@pytest.mark.parametrize("steps, warmup", [(300, 0), (400, 0), (301, 20)])
+def test_decay_steps_are_where_the_step_schedule_drops(steps, warmup):
+    from anatomy_jax.train.optim import decay_steps
+
+    shape = schedule_shape("step", steps, warmup_steps=warmup)
+    values = np.asarray([float(shape(i)) for i in range(steps)])
+    drops = [i for i in range(warmup + 1, steps) if values[i] < 0.5 * values[i - 1]]
+    assert decay_steps("step", steps, warmup) == drops and len(drops) == 2
+    assert decay_steps("constant", steps, warmup) == decay_steps("cosine", steps, warmup) == []
+
+
 def test_learning_rate_is_state_so_one_compilation_serves_a_sweep():
     from anatomy_jax.data import load_digits
 
@@ -164,7 +175,7 @@ def test_learning_rate_is_state_so_one_compilation_serves_a_sweep():
 
 def test_batch_norm_model_with_augmentation_on_cifar(cifar10_exact):
     """The Trainer's batch-norm path (running statistics updated in the step) with crop + flip."""
-    config = PatternRateConfig(model="preact_resnet18", width=0.125, frequencies=(0.1,), correlations=(1.0,),
+    config = PatternRateConfig(seeds=(0,), model="preact_resnet18", width=0.125, frequencies=(0.1,), correlations=(1.0,),
                                learning_rates=(0.05,), steps=30, batch_size=64)
     data = dataclasses.replace(cifar10_exact, test=dataclasses.replace(
         cifar10_exact.test, images=cifar10_exact.test.images[:200], labels=cifar10_exact.test.labels[:200]))

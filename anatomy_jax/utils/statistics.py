@@ -1,0 +1,283 @@
+"""Rank statistics that say how sure they are: Spearman and partial Spearman correlations with
+permutation p-values and bootstrap confidence intervals.
+
+The partial Spearman correlation of x and y given covariates Z is the Pearson correlation of the
+residuals of rank(x) and rank(y) after least-squares regression (with intercept) on the ranks of
+each column of Z: the association beyond the design variables. Without covariates the design is
+the intercept alone and the partial is the plain Spearman correlation, so one code path serves both.
+
+Undefined statistics (fewer points than the design needs, constant or non-finite inputs) are None,
+so results stay JSON-able. Randomness comes from an explicit `numpy.random.default_rng(seed)`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+_REL_TOL = 1e-9  # residual norms below this fraction of the centred norm count as zero
+_TIE_TOL = 1e-12  # permutation statistics within this of the observed one count as ties
+_BATCH = 256  # permutations evaluated per vectorised batch
+
+
+class _Residuals(NamedTuple):
+    """Rank residuals of x and y on the design, and an orthonormal basis of the design."""
+
+    x: np.ndarray  # (n,)
+    y: np.ndarray  # (n,)
+    basis: np.ndarray  # (n, rank of the design)
+
+
+def _vector(a: npt.ArrayLike, name: str) -> np.ndarray:
+    v = np.asarray(a, dtype=np.float64)
+    if v.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {v.shape}")
+    return v
+
+
+def _pair(x: npt.ArrayLike, y: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    xv, yv = _vector(x, "x"), _vector(y, "y")
+    if xv.shape != yv.shape:
+        raise ValueError(f"x and y must have the same length, got {xv.shape[0]} and {yv.shape[0]}")
+    return xv, yv
+
+
+def _matrix(covariates: npt.ArrayLike | None, n: int) -> np.ndarray:
+    """Covariates as an (n, k) float array: None is (n, 0) and a vector is one column."""
+    if covariates is None:
+        return np.zeros((n, 0))
+    z = np.asarray(covariates, dtype=np.float64)
+    if z.ndim == 1:
+        z = z[:, None]
+    if z.ndim != 2 or z.shape[0] != n:
+        raise ValueError(f"covariates must have shape ({n}, k) to match x, got {z.shape}")
+    return z
+
+
+def _labels(labels: npt.ArrayLike | None, n: int, name: str) -> np.ndarray | None:
+    if labels is None:
+        return None
+    v = np.asarray(labels)
+    if v.shape != (n,):
+        raise ValueError(f"{name} must have one label per point, shape ({n},), got {v.shape}")
+    return v
+
+
+def _positive(value: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _used_columns(z: np.ndarray) -> np.ndarray:
+    """The covariate columns that are not constant (a constant column is the intercept again)."""
+    return z[:, [j for j in range(z.shape[1]) if z.shape[0] and np.ptp(z[:, j]) > 0]]
+
+
+def _basis(design: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of the column space of `design` (collinear columns count once)."""
+    u, s, _ = np.linalg.svd(design, full_matrices=False)
+    return u[:, s > _REL_TOL * s[0]]
+
+
+def _residualise(v: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """v minus its least-squares fit on the design; v may be (n,) or a batch (b, n)."""
+    return v - (v @ basis) @ basis.T
+
+
+def _residuals(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> _Residuals | None:
+    """Rank residuals of x and y on [1, ranks of the non-constant columns of z]; None if undefined."""
+    n = x.shape[0]
+    if n < 3 or not (np.isfinite(x).all() and np.isfinite(y).all() and np.isfinite(z).all()):
+        return None
+    design = np.column_stack([np.ones(n), *(stats.rankdata(c) for c in _used_columns(z).T)])
+    basis = _basis(design)
+    if n - basis.shape[1] < 2:  # one residual dimension left: every correlation would be +-1
+        return None
+    rx, ry = stats.rankdata(x), stats.rankdata(y)
+    ex, ey = _residualise(rx, basis), _residualise(ry, basis)
+    for r, e in ((rx, ex), (ry, ey)):
+        scale = np.linalg.norm(r - r.mean())
+        if scale == 0 or np.linalg.norm(e) <= _REL_TOL * scale:
+            return None  # constant, or fully explained by the covariates
+    return _Residuals(ex, ey, basis)
+
+
+def _correlation(ex: np.ndarray, ey: np.ndarray) -> float:
+    return float(np.clip(ex @ ey / (np.linalg.norm(ex) * np.linalg.norm(ey)), -1.0, 1.0))
+
+
+def _statistic(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float | None:
+    r = _residuals(x, y, z)
+    return None if r is None else _correlation(r.x, r.y)
+
+
+def spearman(x: npt.ArrayLike, y: npt.ArrayLike) -> float | None:
+    """Spearman rank correlation of x and y (ties get average ranks).
+
+    None when undefined: fewer than 3 points, a constant input or a non-finite value.
+    """
+    xv, yv = _pair(x, y)
+    return _statistic(xv, yv, np.zeros((xv.shape[0], 0)))
+
+
+def partial_spearman(x: npt.ArrayLike, y: npt.ArrayLike, covariates: npt.ArrayLike) -> float | None:
+    """Spearman correlation of x and y controlling for `covariates` (n, k): the Pearson correlation
+    of the residuals of rank(x) and rank(y) after least-squares regression, with intercept, on the
+    ranks of each covariate column. Constant columns are dropped (no columns: plain Spearman).
+
+    None when undefined: too few points for the design (n < columns used + 3), a non-finite value,
+    or rank(x) or rank(y) constant or fully explained by the covariates.
+    """
+    xv, yv = _pair(x, y)
+    return _statistic(xv, yv, _matrix(covariates, xv.shape[0]))
+
+
+def _permutations(rng: np.random.Generator, n: int, count: int, strata: np.ndarray | None) -> np.ndarray:
+    """`count` permutations of range(n) as a (count, n) index array, moving points only within strata."""
+    if strata is None:
+        return rng.permuted(np.tile(np.arange(n), (count, 1)), axis=1)
+    perms = np.tile(np.arange(n), (count, 1))
+    for label in np.unique(strata):
+        idx = np.flatnonzero(strata == label)
+        perms[:, idx] = rng.permuted(np.tile(idx, (count, 1)), axis=1)
+    return perms
+
+
+def permutation_p_value(
+    x: npt.ArrayLike,
+    y: npt.ArrayLike,
+    covariates: npt.ArrayLike | None = None,
+    *,
+    num_permutations: int = 2000,
+    seed: int = 0,
+    strata: npt.ArrayLike | None = None,
+) -> float | None:
+    """Two-sided permutation p-value of |spearman| (or |partial_spearman| given covariates).
+
+    x is permuted (only within `strata` labels when given). For the partial statistic the residuals
+    of rank(x) on the covariate ranks are permuted and residualised again (Freedman-Lane), so the
+    relation of x to the design is kept and only the association beyond it is broken. Returns
+    (1 + #{|stat_perm| >= |stat_obs|}) / (1 + num_permutations), or None when the statistic is
+    undefined. Permutations whose statistic is undefined are left out of both counts.
+    """
+    xv, yv = _pair(x, y)
+    n = xv.shape[0]
+    z = _matrix(covariates, n)
+    groups = _labels(strata, n, "strata")
+    _positive(num_permutations, "num_permutations")
+    r = _residuals(xv, yv, z)
+    if r is None:
+        return None
+    ey = r.y / np.linalg.norm(r.y)
+    observed = abs(_correlation(r.x, r.y))
+    rng = np.random.default_rng(seed)
+    extreme, valid = 0, 0
+    for start in range(0, num_permutations, _BATCH):
+        perms = _permutations(rng, n, min(_BATCH, num_permutations - start), groups)
+        ex = _residualise(r.x[perms], r.basis)  # (b, n); a no-op without covariates
+        norms = np.linalg.norm(ex, axis=1)
+        ok = norms > _REL_TOL * np.linalg.norm(r.x)
+        stat = np.abs(ex[ok] @ ey) / norms[ok]
+        extreme += int((stat >= observed - _TIE_TOL).sum())
+        valid += int(ok.sum())
+    return (1 + extreme) / (1 + valid)
+
+
+def _resample(rng: np.random.Generator, n: int, clusters: np.ndarray | None) -> np.ndarray:
+    """Indices of one bootstrap resample: n points, or as many whole clusters as there are."""
+    if clusters is None:
+        return rng.integers(0, n, n)
+    members = [np.flatnonzero(clusters == c) for c in np.unique(clusters)]
+    chosen = rng.integers(0, len(members), len(members))
+    return np.concatenate([members[i] for i in chosen])
+
+
+def bootstrap_ci(
+    x: npt.ArrayLike,
+    y: npt.ArrayLike,
+    covariates: npt.ArrayLike | None = None,
+    *,
+    num_resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+    clusters: npt.ArrayLike | None = None,
+) -> tuple[float | None, float | None]:
+    """Percentile bootstrap confidence interval of spearman (or partial_spearman given covariates).
+
+    Resamples points with replacement, or whole clusters when `clusters` labels are given (points
+    that are not independent, e.g. runs that share a design cell). Resamples where the statistic is
+    undefined are skipped; (None, None) when none is defined.
+    """
+    xv, yv = _pair(x, y)
+    n = xv.shape[0]
+    z = _matrix(covariates, n)
+    groups = _labels(clusters, n, "clusters")
+    _positive(num_resamples, "num_resamples")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n == 0:
+        return None, None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(num_resamples):
+        idx = _resample(rng, n, groups)
+        value = _statistic(xv[idx], yv[idx], z[idx])
+        if value is not None:
+            values.append(value)
+    if not values:
+        return None, None
+    lo, hi = np.quantile(values, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(lo), float(hi)
+
+
+def _or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def rank_association(
+    x: npt.ArrayLike,
+    y: npt.ArrayLike,
+    covariates: npt.ArrayLike | None = None,
+    *,
+    strata: npt.ArrayLike | None = None,
+    clusters: npt.ArrayLike | None = None,
+    num_permutations: int = 2000,
+    num_resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Spearman and partial Spearman correlations of x and y with bootstrap CIs and permutation
+    p-values, as one JSON-able dict (None where undefined).
+
+    Points where x, y or a covariate is not finite are dropped first, so both statistics use the
+    same points. Keys: n, spearman, spearman_ci, spearman_p_value, partial_spearman,
+    partial_spearman_ci, partial_spearman_p_value, controls (covariate columns used: those not
+    constant on the kept points). Without covariates the partial entries are None.
+    """
+    xv, yv = _pair(x, y)
+    n = xv.shape[0]
+    z = _matrix(covariates, n)
+    strata_v, clusters_v = _labels(strata, n, "strata"), _labels(clusters, n, "clusters")
+    keep = np.isfinite(xv) & np.isfinite(yv) & np.isfinite(z).all(axis=1)
+    xv, yv, z = xv[keep], yv[keep], z[keep]
+    strata_v = None if strata_v is None else strata_v[keep]
+    clusters_v = None if clusters_v is None else clusters_v[keep]
+    design_sets = {"spearman": z[:, :0]}
+    if covariates is not None:
+        design_sets["partial_spearman"] = z
+    result: dict[str, Any] = {"n": int(keep.sum())}
+    for key in ("spearman", "partial_spearman"):
+        if key not in design_sets:
+            result.update({key: None, f"{key}_ci": [None, None], f"{key}_p_value": None})
+            continue
+        zk = design_sets[key]
+        value = _statistic(xv, yv, zk)
+        lo, hi = bootstrap_ci(xv, yv, zk, num_resamples=num_resamples, seed=seed, clusters=clusters_v)
+        p = permutation_p_value(xv, yv, zk, num_permutations=num_permutations, seed=seed, strata=strata_v)
+        result.update({key: _or_none(value), f"{key}_ci": [_or_none(lo), _or_none(hi)],
+                       f"{key}_p_value": _or_none(p)})
+    result["controls"] = int(_used_columns(z).shape[1]) if covariates is not None else 0
+    return result
