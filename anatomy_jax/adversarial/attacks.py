@@ -8,7 +8,8 @@ are traceable; `make_attack` returns a jitted version for one configuration.
 * FGSM (Goodfellow et al. 2015): one step of size eps along sign(grad) (L-inf) or grad / ||grad||_2 (L2).
 * PGD (Madry et al. 2018): `steps` steps of `step_size` along the same directions, each followed by
   a projection onto the eps-ball around x and onto [0, 1]; optionally from a uniform random start
-  inside the ball. Maximises the cross entropy of the true label (untargeted).
+  inside the ball. Maximises the cross entropy of the true label (untargeted), or with `target`
+  minimises the cross entropy of the target label (targeted: success is prediction == target).
 """
 
 from __future__ import annotations
@@ -80,12 +81,16 @@ def _start_noise(key: jax.Array, x: jax.Array, eps: float, norm: str) -> jax.Arr
 
 def pgd(apply_fn: ApplyFn, params: Any, x: jax.Array, y: jax.Array, key: jax.Array | None = None, *, eps: float,
         step_size: float, steps: int, norm: str = "linf", random_start: bool = True,
-        indices: jax.Array | None = None) -> jax.Array:
-    """Projected gradient ascent on the cross entropy inside the eps-ball (and [0, 1]).
+        indices: jax.Array | None = None, target: jax.Array | None = None) -> jax.Array:
+    """Projected gradient ascent on the cross entropy of y inside the eps-ball (and [0, 1]).
 
-    With `indices`, example i's random start comes from `fold_in(key, indices[i])`, so a batch
-    split over data-parallel devices starts where it would on one device."""
+    With `target` (one class per example) the attack is targeted: projected gradient descent on
+    the cross entropy of the target class, pulling the prediction towards it (y is then only
+    shape-checked). With `indices`, example i's random start comes from `fold_in(key, indices[i])`,
+    so a batch split over data-parallel devices starts where it would on one device."""
     _check(x, y, eps, norm)
+    if target is not None:
+        chex.assert_shape(target, y.shape)
     if steps < 1 or not step_size > 0:
         raise ValueError(f"need steps >= 1 and step_size > 0, got {steps} and {step_size}")
     x_adv = x
@@ -100,16 +105,30 @@ def pgd(apply_fn: ApplyFn, params: Any, x: jax.Array, y: jax.Array, key: jax.Arr
         x_adv = _project(x + noise, x, eps, norm)
 
     def step(_, x_adv):
+        if target is not None:  # descend the target's loss
+            grad = jax.grad(lambda z: _loss(apply_fn, params, z, target))(x_adv)
+            return _project(x_adv - step_size * _direction(grad, norm), x, eps, norm)
         grad = jax.grad(lambda z: _loss(apply_fn, params, z, y))(x_adv)
         return _project(x_adv + step_size * _direction(grad, norm), x, eps, norm)
 
     return jax.lax.fori_loop(0, steps, step, x_adv)
 
 
+def attack_success(apply_fn: ApplyFn, params: Any, x_adv: jax.Array, y: jax.Array,
+                   target: jax.Array | None = None) -> jax.Array:
+    """(n,) bool: the prediction on x_adv differs from y (untargeted) or equals `target` (targeted)."""
+    chex.assert_shape(y, (x_adv.shape[0],))
+    pred = jnp.argmax(apply_fn(params, x_adv), axis=-1)
+    if target is None:
+        return pred != y
+    chex.assert_shape(target, y.shape)
+    return pred == target
+
+
 def make_attack(apply_fn: ApplyFn, *, eps: float, norm: str = "linf", steps: int = 0, step_size: float | None = None,
                 random_start: bool = True) -> Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]:
     """A jitted attack(params, x, y, key): FGSM when `steps` is 0, else PGD (step size default
-    2.5 eps / steps, as in Madry et al.)."""
+    2.5 eps / steps, as in Madry et al.; the PGD one also takes `target=` for a targeted attack)."""
     if steps == 0:
         return jax.jit(lambda params, x, y, key: fgsm(apply_fn, params, x, y, eps=eps, norm=norm))
     size = step_size if step_size is not None else 2.5 * eps / steps
@@ -118,11 +137,13 @@ def make_attack(apply_fn: ApplyFn, *, eps: float, norm: str = "linf", steps: int
 
 
 def attack_dataset(attack: Callable, params: Any, images: jax.Array, labels: jax.Array, key: jax.Array,
-                   batch_size: int = 500) -> np.ndarray:
-    """Adversarial examples of a whole (float) dataset, batch by batch (key folded with the batch index)."""
+                   batch_size: int = 500, targets: jax.Array | None = None) -> np.ndarray:
+    """Adversarial examples of a whole (float) dataset, batch by batch (key folded with the batch
+    index); with `targets` (one class per image) a targeted PGD from `make_attack`."""
     out = []
     for i, start in enumerate(range(0, len(labels), batch_size)):
         x = jnp.asarray(images[start:start + batch_size])
         y = jnp.asarray(labels[start:start + batch_size])
-        out.append(np.asarray(attack(params, x, y, jax.random.fold_in(key, i))))
+        extra = {} if targets is None else {"target": jnp.asarray(targets[start:start + batch_size])}
+        out.append(np.asarray(attack(params, x, y, jax.random.fold_in(key, i), **extra)))
     return np.concatenate(out)

@@ -3,7 +3,7 @@
 from anatomy_jax.models.base import StagedNetwork, channels
 from anatomy_jax.models.convnets import MLP, VGG, AlexNet, SmallCNN
 from anatomy_jax.models.registry import MODEL_NAMES, check_model_names, create_model
-from anatomy_jax.models.resnets import ResNet, ResNeXt
+from anatomy_jax.models.resnets import ResNet, ResNeXt, WideResNet
 
 __all__ = ["MLP", "MODEL_NAMES", "VGG", "AlexNet", "ResNeXt", "ResNet", "SmallCNN", "StagedNetwork",
-           "channels", "check_model_names", "create_model"]
+           "WideResNet", "channels", "check_model_names", "create_model"]

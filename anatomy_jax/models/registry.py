@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from anatomy_jax.models.base import StagedNetwork
 from anatomy_jax.models.convnets import MLP, VGG, AlexNet, SmallCNN
-from anatomy_jax.models.resnets import ResNet, ResNeXt
+from anatomy_jax.models.resnets import ResNet, ResNeXt, WideResNet
 
 _REGISTRY: dict[str, Callable[..., StagedNetwork]] = {
     "mlp": MLP,
@@ -21,6 +21,8 @@ _REGISTRY: dict[str, Callable[..., StagedNetwork]] = {
     "resnet34": lambda **kw: ResNet(blocks=(3, 4, 6, 3), **kw),
     "preact_resnet18": lambda **kw: ResNet(blocks=(2, 2, 2, 2), preact=True, **kw),
     "resnext29": ResNeXt,
+    "resnext29_8x64d": lambda **kw: ResNeXt(cardinality=8, group_width=64, stage_features=256, **kw),
+    "wrn16_4": lambda **kw: WideResNet(depth=16, widen_factor=4, **kw),
 }
 MODEL_NAMES = tuple(_REGISTRY)
 

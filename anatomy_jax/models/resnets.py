@@ -1,4 +1,5 @@
-"""Residual networks for small images: ResNet-18/34 (CIFAR-style), PreAct ResNet-18, ResNeXt-29."""
+"""Residual networks for small images: ResNet-18/34 (CIFAR-style), PreAct ResNet-18, ResNeXt-29 (small
+and the paper's 8x64d), Wide ResNet (WRN-16-4)."""
 
 from __future__ import annotations
 
@@ -179,14 +180,17 @@ class _PlainConv(nn.Module):
 
 
 class ResNeXt(StagedNetwork):
-    """ResNeXt-29 for small images (Xie et al. 2017) in a small cardinality/width variant:
-    3x3 stem (64 x width), three stages of `blocks_per_stage` bottleneck blocks with
-    `cardinality` groups of `group_width` x 2^stage x width channels, outputs 128, 256, 512 x width
-    (strides 1, 2, 2). Stages: stem, stage1..stage3, features, logits."""
+    """ResNeXt-29 for small images (Xie et al. 2017); the defaults are a small cardinality/width
+    variant: 3x3 stem (64 x width), three stages of `blocks_per_stage` bottleneck blocks with
+    `cardinality` groups of `group_width` x 2^stage x width channels, outputs `stage_features` x
+    2^stage x width (128, 256, 512; strides 1, 2, 2). The paper's ResNeXt-29 8x64d is
+    cardinality 8, group width 64, stage features 256 (34.4M parameters).
+    Stages: stem, stage1..stage3, features, logits."""
 
     cardinality: int = 4
     group_width: int = 16
     blocks_per_stage: int = 3
+    stage_features: int = 128
 
     def stages(self) -> Sequence[Stage]:
         out: list[Stage] = [("stem", lambda name: ConvNormAct(channels(64, self.width), dtype=self.dtype,
@@ -194,8 +198,35 @@ class ResNeXt(StagedNetwork):
         for s in range(3):
             inner = self.cardinality * channels(self.group_width * 2 ** s, self.width)
             out.append((f"stage{s + 1}", lambda name, s=s, inner=inner: ResidualStage(
-                "resnext", self.blocks_per_stage, channels(128 * 2 ** s, self.width), 1 if s == 0 else 2,
+                "resnext", self.blocks_per_stage, channels(self.stage_features * 2 ** s, self.width),
+                1 if s == 0 else 2,
                 inner=inner, cardinality=self.cardinality, dtype=self.dtype, norm_axis=self.norm_axis,
                 name=name)))
         out.append(("features", lambda name: GlobalPool(name=name)))
+        return out + [("logits", lambda name: Logits(self.num_classes, dtype=self.dtype, name=name))]
+
+
+class WideResNet(StagedNetwork):
+    """Wide ResNet WRN-`depth`-`widen_factor` for small images (Zagoruyko & Komodakis 2016):
+    3x3 stem (16 x width), three groups of (depth - 4) / 6 pre-activation basic blocks with
+    16k, 32k, 64k x width channels (k = widen_factor; strides 1, 2, 2; 1x1 projection shortcut
+    where the shape changes), final BN-ReLU, global average pooling, linear classifier. Dropout
+    inside the blocks is 0 (the paper's setting without dropout). WRN-16-4 has 2.7M parameters.
+    Stages: stem, group1..group3, features, logits."""
+
+    depth: int = 16
+    widen_factor: int = 4
+
+    def stages(self) -> Sequence[Stage]:
+        if self.depth < 10 or (self.depth - 4) % 6:
+            raise ValueError(f"depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...), got {self.depth}")
+        if self.widen_factor < 1:
+            raise ValueError(f"widen_factor must be >= 1, got {self.widen_factor}")
+        blocks = (self.depth - 4) // 6
+        out: list[Stage] = [("stem", lambda name: _PlainConv(channels(16, self.width), self.dtype, name=name))]
+        for g in range(3):
+            out.append((f"group{g + 1}", lambda name, g=g: ResidualStage(
+                "preact", blocks, channels(16 * self.widen_factor * 2 ** g, self.width), 1 if g == 0 else 2,
+                dtype=self.dtype, norm_axis=self.norm_axis, name=name)))
+        out.append(("features", lambda name: PreActHead(self.dtype, self.norm_axis, name=name)))
         return out + [("logits", lambda name: Logits(self.num_classes, dtype=self.dtype, name=name))]

@@ -1,7 +1,9 @@
 """Linear maps between representations: least squares, ridge, orthogonal Procrustes, and scores.
 
-Every fit works in feature space (p x p and p x q products), never with an n x n matrix, so n can be
-tens of thousands and p, q thousands.
+Every fit works from a thin SVD of x (factors of size n x min(n, p) and min(n, p) x p), so n can be
+tens of thousands and p, q thousands (a fitted map is p x q). The Procrustes distance needs no map: it is computed from
+min(n, p) x min(n, q) factors, so it also serves flattened conv maps with p, q in the tens of
+thousands.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from anatomy_jax.similarity.cka import _check
+from anatomy_jax.similarity.cka import _centered, _check
 
 
 class RidgeBasis(NamedTuple):
@@ -122,7 +124,8 @@ def fit_ridge_cv(x_train: jax.Array, y_train: jax.Array, x_val: jax.Array, y_val
 
 def orthogonal_procrustes(x: jax.Array, y: jax.Array) -> jax.Array:
     """The orthogonal R (p x p) minimising ||x R - y||_F for x, y (n x p): R = U V^T from the SVD
-    of x^T y (Schönemann 1966). No centring or scaling is applied here."""
+    of x^T y (Schönemann 1966). No centring or scaling is applied here. It forms p x p matrices,
+    fine for small p; `procrustes_distance` does not need R and never forms them."""
     x, y = _check(x, y)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"Procrustes needs equal widths, got {x.shape[1]} and {y.shape[1]}")
@@ -130,15 +133,30 @@ def orthogonal_procrustes(x: jax.Array, y: jax.Array) -> jax.Array:
     return u @ vt
 
 
+def row_factor(x: jax.Array) -> jax.Array:
+    """An n x r matrix B with B B^T = x x^T for x (n x p), r = min(n, p): x itself when p <= n,
+    else R^T from the thin QR x^T = Q R (2 n^2 p flops, backward stable: unlike an eigen-
+    decomposition of x x^T it does not square the condition number). Since x = B C with C having
+    orthonormal rows, x^T y and B_x^T B_y share their singular values."""
+    n, p = x.shape
+    return x if p <= n else jnp.linalg.qr(x.T, mode="r").T
+
+
+@jax.jit
+def _procrustes_distance(x: jax.Array, y: jax.Array) -> jax.Array:
+    """The distance of centred x, y."""
+    nuclear = jnp.sum(jnp.linalg.svd(row_factor(x).T @ row_factor(y), compute_uv=False))
+    return jnp.maximum(2.0 - 2.0 * nuclear / (jnp.linalg.norm(x) * jnp.linalg.norm(y)), 0.0)
+
+
 def procrustes_distance(x: jax.Array, y: jax.Array) -> jax.Array:
     """Orthogonal Procrustes distance (Ding et al., "Grounding representation similarity", 2021):
     with x, y centred and scaled to unit Frobenius norm, min_R ||x R - y||_F^2 = 2 - 2 ||x^T y||_*.
     0 for representations equal up to rotation, reflection, translation and isotropic scaling;
-    widths may differ (the narrower one is zero-padded implicitly)."""
+    widths may differ (the narrower one is zero-padded implicitly).
+
+    The nuclear norm comes from at most min(n, p) x min(n, q) factors (`row_factor`: thin QRs when
+    a width exceeds n), so wide representations (p = 32,768) need no p x q matrix and no rotation.
+    """
     x, y = _check(x, y)
-    x = x - x.mean(axis=0)
-    y = y - y.mean(axis=0)
-    x = x / jnp.linalg.norm(x)
-    y = y / jnp.linalg.norm(y)
-    nuclear = jnp.sum(jnp.linalg.svd(x.T @ y, compute_uv=False))
-    return jnp.maximum(2.0 - 2.0 * nuclear, 0.0)
+    return _procrustes_distance(_centered(x), _centered(y))

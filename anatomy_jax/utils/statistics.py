@@ -8,6 +8,9 @@ the intercept alone and the partial is the plain Spearman correlation, so one co
 
 Undefined statistics (fewer points than the design needs, constant or non-finite inputs) are None,
 so results stay JSON-able. Randomness comes from an explicit `numpy.random.default_rng(seed)`.
+
+For matrices over nets (similarity, adversarial transfer), `mantel_test` and `group_difference_test`
+permute net labels, since pairs that share a net are not independent.
 """
 
 from __future__ import annotations
@@ -281,3 +284,215 @@ def rank_association(
                        f"{key}_p_value": _or_none(p)})
     result["controls"] = int(_used_columns(z).shape[1]) if covariates is not None else 0
     return result
+
+
+# ---- matrices over nets: the Mantel test and same- vs cross-group similarity ---------------------
+#
+# Entries (i, j) of a matrix over m nets are not independent observations: every pair that shares
+# net i shares whatever is peculiar to net i. The permutation tests below therefore permute net
+# labels (rows and columns together, or the label vector), which keeps that dependence intact
+# under the null, instead of permuting entries.
+
+MANTEL_METHODS = ("spearman", "pearson")
+ALTERNATIVES = ("two-sided", "greater", "less")
+
+
+def _square(a: npt.ArrayLike, name: str) -> np.ndarray:
+    v = np.asarray(a, dtype=np.float64)
+    if v.ndim != 2 or v.shape[0] != v.shape[1] or v.shape[0] < 2:
+        raise ValueError(f"{name} must be a square (m, m) matrix with m >= 2, got shape {v.shape}")
+    return v
+
+
+def _choice(value: str, allowed: tuple[str, ...], name: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+
+
+def is_symmetric(a: npt.ArrayLike) -> bool:
+    """Whether a square matrix equals its transpose (np.allclose) where both entries are finite."""
+    v = _square(a, "matrix")
+    both = np.isfinite(v) & np.isfinite(v.T)
+    return bool(np.allclose(v[both], v.T[both]))
+
+
+def _pair_index(m: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of the pairs of distinct nets: the upper triangle (unordered pairs)
+    when symmetric, else every off-diagonal entry (ordered pairs)."""
+    if symmetric:
+        return np.triu_indices(m, 1)
+    return np.nonzero(~np.eye(m, dtype=bool))
+
+
+def _rank_rows(v: np.ndarray) -> np.ndarray:
+    """Average ranks within each row among its finite entries; non-finite entries stay NaN."""
+    ok = np.isfinite(v)
+    ranks = stats.rankdata(np.where(ok, v, np.inf), axis=1)  # inf ranks above every finite entry
+    return np.where(ok, ranks, np.nan)
+
+
+def _centred(w: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Rows of w minus their mean over the `ok` entries, 0 elsewhere."""
+    w0 = np.where(ok, w, 0.0)
+    mean = w0.sum(axis=1, keepdims=True) / np.maximum(ok.sum(axis=1, keepdims=True), 1)
+    return np.where(ok, w0 - mean, 0.0)
+
+
+def _row_pearson(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(b,) Pearson correlation of each row pair over the entries finite in both; NaN when fewer
+    than 3 such entries or a row is constant on them."""
+    ok = np.isfinite(u) & np.isfinite(v)
+    cu, cv = _centred(u, ok), _centred(v, ok)
+    nu, nv = np.linalg.norm(cu, axis=1), np.linalg.norm(cv, axis=1)
+    scale_u = np.linalg.norm(np.where(ok, u, 0.0), axis=1)  # constant rows centre to rounding noise
+    scale_v = np.linalg.norm(np.where(ok, v, 0.0), axis=1)
+    good = (ok.sum(axis=1) >= 3) & (nu > _REL_TOL * scale_u) & (nv > _REL_TOL * scale_v)
+    out = np.full(u.shape[0], np.nan)
+    out[good] = np.clip(np.sum(cu * cv, axis=1)[good] / (nu[good] * nv[good]), -1.0, 1.0)
+    return out
+
+
+def _row_correlation(u: np.ndarray, v: np.ndarray, method: str) -> np.ndarray:
+    """(b,) Spearman or Pearson correlation of each row pair, entries non-finite in either dropped."""
+    ok = np.isfinite(u) & np.isfinite(v)
+    u, v = np.where(ok, u, np.nan), np.where(ok, v, np.nan)
+    if method == "spearman":
+        u, v = _rank_rows(u), _rank_rows(v)
+    return _row_pearson(u, v)
+
+
+def _extreme(values: np.ndarray, observed: float, alternative: str) -> int:
+    """How many permutation statistics are at least as extreme as the observed one."""
+    if alternative == "two-sided":
+        return int((np.abs(values) >= abs(observed) - _TIE_TOL).sum())
+    if alternative == "greater":
+        return int((values >= observed - _TIE_TOL).sum())
+    return int((values <= observed + _TIE_TOL).sum())
+
+
+def mantel_test(
+    a: npt.ArrayLike,
+    b: npt.ArrayLike,
+    *,
+    method: str = "spearman",
+    num_permutations: int = 2000,
+    seed: int = 0,
+    symmetric: bool | None = None,
+    alternative: str = "two-sided",
+) -> dict[str, Any]:
+    """Mantel test: the correlation of two (m, m) matrices over the same m nets (e.g. a similarity
+    matrix and an adversarial transfer matrix), with a permutation p-value over net labels.
+
+    The statistic is the Spearman (or Pearson) correlation over pairs of distinct nets (the
+    diagonal is ignored): the unordered pairs of the upper triangle when both matrices are
+    symmetric, else all m(m - 1) ordered off-diagonal pairs. `symmetric=None` detects it
+    (`is_symmetric` of both); True forces the upper triangle. Pairs that share a net are not
+    independent, so the null permutes the nets of b (its rows and columns together) rather than the
+    pairs. Entries that are not finite in either matrix are dropped, after each permutation too.
+
+    Returns {"statistic", "p_value", "pairs" (pairs used), "nets": m, "method", "symmetric",
+    "alternative"}; p_value is (1 + #{permuted statistic at least as extreme}) / (1 + #valid
+    permutations), two-sided on |statistic| by default ("greater"/"less": one-sided). statistic and
+    p_value are None when undefined (fewer than 3 pairs or a constant matrix on them).
+    """
+    av, bv = _square(a, "a"), _square(b, "b")
+    if av.shape != bv.shape:
+        raise ValueError(f"a and b must have the same shape, got {av.shape} and {bv.shape}")
+    _choice(method, MANTEL_METHODS, "method")
+    _choice(alternative, ALTERNATIVES, "alternative")
+    _positive(num_permutations, "num_permutations")
+    m = av.shape[0]
+    sym = bool(symmetric) if symmetric is not None else is_symmetric(av) and is_symmetric(bv)
+    i, j = _pair_index(m, sym)
+    pairs_a = av[i, j][None]
+    observed = float(_row_correlation(pairs_a, bv[i, j][None], method)[0])
+    result: dict[str, Any] = {"statistic": None, "p_value": None,
+                              "pairs": int((np.isfinite(pairs_a[0]) & np.isfinite(bv[i, j])).sum()),
+                              "nets": m, "method": method, "symmetric": sym, "alternative": alternative}
+    if not np.isfinite(observed):
+        return result
+    rng = np.random.default_rng(seed)
+    extreme, valid = 0, 0
+    for start in range(0, num_permutations, _BATCH):
+        perms = _permutations(rng, m, min(_BATCH, num_permutations - start), None)  # (batch, m)
+        permuted = bv[perms[:, i], perms[:, j]]  # pair (i, j) of b relabelled: (perm[i], perm[j])
+        values = _row_correlation(np.broadcast_to(pairs_a, permuted.shape), permuted, method)
+        ok = np.isfinite(values)
+        extreme += _extreme(values[ok], observed, alternative)
+        valid += int(ok.sum())
+    result.update(statistic=observed, p_value=(1 + extreme) / (1 + valid))
+    return result
+
+
+def _group_means(values: np.ndarray, codes: np.ndarray, i: np.ndarray, j: np.ndarray, num_labels: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and count of the finite pair values within and across labels, for each row of label
+    codes (b, m): (same_mean, cross_mean, same_count, cross_count), each (b, 1 + num_labels).
+    Column 0 is all pairs; column 1 + k the pairs with at least one net of label k (same: both)."""
+    ok = np.isfinite(values)
+    v = np.where(ok, values, 0.0)
+    li, lj = codes[:, i], codes[:, j]  # (b, p)
+    k = np.arange(num_labels)[None, :, None]
+    in_i, in_j = li[:, None, :] == k, lj[:, None, :] == k  # (b, K, p)
+    same = np.concatenate([(li == lj)[:, None], in_i & in_j], axis=1) & ok
+    cross = np.concatenate([(li != lj)[:, None], in_i ^ in_j], axis=1) & ok
+    same_n, cross_n = same.sum(axis=2), cross.sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        same_mean = np.where(same_n > 0, (same * v).sum(axis=2) / same_n, np.nan)
+        cross_mean = np.where(cross_n > 0, (cross * v).sum(axis=2) / cross_n, np.nan)
+    return same_mean, cross_mean, same_n, cross_n
+
+
+def group_difference_test(
+    matrix: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    *,
+    num_permutations: int = 2000,
+    seed: int = 0,
+    symmetric: bool | None = None,
+    alternative: str = "two-sided",
+) -> dict[str, Any]:
+    """Are nets of the same label (e.g. architecture) more similar to each other than to the rest?
+
+    For an (m, m) similarity matrix over nets with `labels` (m,), the statistic is the mean
+    similarity of same-label pairs minus that of cross-label pairs, overall and per label (pairs
+    of two nets of that label vs pairs of one net of it and one of another). Pairs are those of
+    `mantel_test` (upper triangle when symmetric, detected when None; the diagonal ignored;
+    non-finite entries dropped). The p-values permute the label vector over the nets, which keeps
+    the dependence between pairs that share a net; two-sided on |difference| by default.
+
+    Returns {"statistic", "p_value", "same_mean", "cross_mean", "same_pairs", "cross_pairs",
+    "nets", "symmetric", "alternative", "per_label": {str(label): {the same six keys}}}; values
+    are None where undefined (no same- or no cross-label pair, e.g. a label with one net).
+    """
+    mat = _square(matrix, "matrix")
+    m = mat.shape[0]
+    names, codes = np.unique(_labels(labels, m, "labels"), return_inverse=True)
+    _choice(alternative, ALTERNATIVES, "alternative")
+    _positive(num_permutations, "num_permutations")
+    sym = bool(symmetric) if symmetric is not None else is_symmetric(mat)
+    i, j = _pair_index(m, sym)
+    values = mat[i, j]
+    same_mean, cross_mean, same_n, cross_n = (x[0] for x in _group_means(values, codes[None], i, j, len(names)))
+    observed = same_mean - cross_mean  # (1 + K,)
+    rng = np.random.default_rng(seed)
+    extreme, valid = np.zeros(len(observed), int), np.zeros(len(observed), int)
+    for start in range(0, num_permutations, _BATCH):
+        perms = _permutations(rng, m, min(_BATCH, num_permutations - start), None)
+        s_mean, c_mean, _, _ = _group_means(values, codes[perms], i, j, len(names))
+        diffs = s_mean - c_mean  # (batch, 1 + K)
+        for c in range(len(observed)):
+            ok = np.isfinite(diffs[:, c])
+            if np.isfinite(observed[c]):
+                extreme[c] += _extreme(diffs[ok, c], float(observed[c]), alternative)
+            valid[c] += int(ok.sum())
+
+    def summary(c: int) -> dict[str, Any]:
+        defined = bool(np.isfinite(observed[c]))
+        return {"statistic": float(observed[c]) if defined else None,
+                "p_value": (1 + int(extreme[c])) / (1 + int(valid[c])) if defined else None,
+                "same_mean": _or_none(float(same_mean[c])), "cross_mean": _or_none(float(cross_mean[c])),
+                "same_pairs": int(same_n[c]), "cross_pairs": int(cross_n[c])}
+
+    return {**summary(0), "nets": m, "symmetric": sym, "alternative": alternative,
+            "per_label": {str(name): summary(1 + k) for k, name in enumerate(names)}}

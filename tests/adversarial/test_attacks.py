@@ -80,3 +80,46 @@ def test_pgd_random_start_per_example_does_not_depend_on_the_batch_split(linear_
     start = pgd(linear_apply, params, x, y, jax.random.key(3), eps=0.1, step_size=1e-9, steps=1, norm=norm,
                 indices=indices)
     assert float(jnp.abs(start - x).max()) > 0.01  # the start is random, not the clean point
+
+
+def _reference_pgd(apply_fn, params, x, y, key, *, eps, step_size, steps, norm):
+    """The untargeted PGD as it was before the targeted option (random start, no indices)."""
+    from anatomy_jax.adversarial.attacks import _direction, _loss, _project, _start_noise
+
+    x_adv = _project(x + _start_noise(key, x, eps, norm), x, eps, norm)
+
+    def step(_, x_adv):
+        grad = jax.grad(lambda z: _loss(apply_fn, params, z, y))(x_adv)
+        return _project(x_adv + step_size * _direction(grad, norm), x, eps, norm)
+
+    return jax.lax.fori_loop(0, steps, step, x_adv)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.5)])
+def test_untargeted_pgd_is_bitwise_what_it_was(linear_problem, norm, eps):
+    params, x, y = linear_problem
+    kwargs = dict(eps=eps, step_size=eps / 4, steps=5, norm=norm)
+    default = pgd(linear_apply, params, x, y, jax.random.key(7), **kwargs)
+    np.testing.assert_array_equal(default, _reference_pgd(linear_apply, params, x, y, jax.random.key(7), **kwargs))
+    np.testing.assert_array_equal(default, pgd(linear_apply, params, x, y, jax.random.key(7), target=None, **kwargs))
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.5), ("l2", 3.0)])
+def test_targeted_pgd_reaches_the_target_and_lowers_its_loss(linear_problem, norm, eps):
+    from anatomy_jax.adversarial.attacks import attack_success
+
+    params, x, y = linear_problem
+    pred = jnp.argmax(linear_apply(params, x), axis=1)
+    target = (pred + 1 + jnp.asarray(np.random.default_rng(1).integers(0, 4, len(y)))) % 5  # never the prediction
+    assert not bool(attack_success(linear_apply, params, x, y, target).any())
+    adv = pgd(linear_apply, params, x, y, jax.random.key(0), eps=eps, step_size=eps / 10, steps=30, norm=norm,
+              target=target)
+    delta = np.asarray(adv - x).reshape(len(x), -1)
+    size = np.abs(delta).max(axis=1) if norm == "linf" else np.linalg.norm(delta, axis=1)
+    assert (size <= eps + 1e-5).all() and float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
+    hit = np.asarray(attack_success(linear_apply, params, adv, y, target))
+    assert hit.mean() > 0.9, hit.mean()
+    assert _loss(params, adv, target) < _loss(params, x, target)
+    # The untargeted attack of the same strength flips predictions but rarely to this target.
+    untargeted = pgd(linear_apply, params, x, y, jax.random.key(0), eps=eps, step_size=eps / 10, steps=30, norm=norm)
+    assert np.asarray(attack_success(linear_apply, params, untargeted, y, target)).mean() < hit.mean()

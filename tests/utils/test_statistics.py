@@ -194,3 +194,157 @@ def test_rank_association_without_covariates_or_points():
     empty = rank_association([np.nan, 1.0], [1.0, 2.0], num_permutations=50, num_resamples=50)
     assert empty["n"] == 1 and empty["spearman"] is None and empty["spearman_p_value"] is None
     json.dumps(empty, allow_nan=False)
+
+
+# ---- Mantel test and same- vs cross-label differences over nets ----------------------------------
+
+import itertools  # noqa: E402
+
+from anatomy_jax.utils.statistics import group_difference_test, is_symmetric, mantel_test  # noqa: E402
+
+
+def _distances(rng, m, dim=2):
+    """A symmetric (m, m) matrix with net-level structure: distances between random net embeddings
+    (every pair that shares a net shares its embedding, as similarities of real nets do)."""
+    u = rng.normal(size=(m, dim))
+    return np.linalg.norm(u[:, None] - u[None], axis=-1)
+
+
+def _off_diagonal(a):
+    return a[~np.eye(len(a), dtype=bool)]
+
+
+def test_mantel_statistic_is_scipy_on_the_pairs_and_detects_symmetry():
+    rng = np.random.default_rng(0)
+    a, b = _distances(rng, 8), _distances(rng, 8)
+    iu = np.triu_indices(8, 1)
+    sym = mantel_test(a, b, num_permutations=10)
+    assert sym["symmetric"] and sym["pairs"] == 28 and sym["nets"] == 8
+    assert sym["statistic"] == pytest.approx(stats.spearmanr(a[iu], b[iu]).statistic, abs=1e-12)
+    pearson = mantel_test(a, b, method="pearson", num_permutations=10)
+    assert pearson["statistic"] == pytest.approx(stats.pearsonr(a[iu], b[iu]).statistic, abs=1e-12)
+    transfer = b + rng.uniform(size=(8, 8))  # asymmetric, like an adversarial transfer matrix
+    asym = mantel_test(a, transfer, num_permutations=10)
+    assert not asym["symmetric"] and asym["pairs"] == 56
+    expected = stats.spearmanr(_off_diagonal(a), _off_diagonal(transfer)).statistic
+    assert asym["statistic"] == pytest.approx(expected, abs=1e-12)
+    forced = mantel_test(a, transfer, symmetric=True, num_permutations=10)
+    assert forced["pairs"] == 28
+    assert forced["statistic"] == pytest.approx(stats.spearmanr(a[iu], transfer[iu]).statistic, abs=1e-12)
+    a_nan = a.copy()
+    a_nan[1, 4] = a_nan[4, 1] = np.nan  # NaN is ignored by the detection and drops one pair
+    assert is_symmetric(a_nan) and mantel_test(a_nan, b, num_permutations=10)["pairs"] == 27
+
+
+def _net_effects(rng, m):
+    """A symmetric (m, m) matrix whose pairs share per-net effects: u_i + u_j + noise."""
+    u, noise = rng.normal(size=m), 0.3 * rng.normal(size=(m, m))
+    return u[:, None] + u[None] + noise + noise.T
+
+
+def test_mantel_p_value_is_uniformish_under_a_planted_null():
+    iu = np.triu_indices(8, 1)
+    p, naive = [], []
+    for s in range(40):
+        a, b = _net_effects(np.random.default_rng(100 + s), 8), _net_effects(np.random.default_rng(200 + s), 8)
+        p.append(mantel_test(a, b, num_permutations=500, seed=s)["p_value"])
+        naive.append(permutation_p_value(a[iu], b[iu], num_permutations=500, seed=s))
+    assert np.mean(np.array(p) < 0.05) <= 0.15
+    assert 0.3 < np.mean(p) < 0.7  # neither piled up near 0 nor near 1
+    # Permuting pairs instead of nets ignores that pairs share nets: it rejects this null far too often.
+    assert np.mean(np.array(naive) < 0.05) > 0.15
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_mantel_p_value_is_small_for_a_planted_relation(symmetric):
+    rng = np.random.default_rng(1)
+    a = _distances(rng, 8)
+    noise = 0.05 * rng.normal(size=(8, 8))
+    b = np.exp(a) + (noise + noise.T if symmetric else noise)
+    out = mantel_test(a, b, seed=3)
+    assert out["symmetric"] is symmetric and out["statistic"] > 0.9 and out["p_value"] < 0.01
+    assert mantel_test(a, -b, alternative="less")["p_value"] < 0.01
+    assert mantel_test(a, -b, alternative="greater")["p_value"] > 0.99
+
+
+def _exact_mantel_p(a, b, symmetric):
+    """Independent reference: all m! relabellings of b, NaN pairs dropped after each, scipy's rho."""
+    m = len(a)
+    i, j = np.triu_indices(m, 1) if symmetric else np.nonzero(~np.eye(m, dtype=bool))
+
+    def rho(bb):
+        x, y = a[i, j], bb[i, j]
+        keep = np.isfinite(x) & np.isfinite(y)
+        return stats.spearmanr(x[keep], y[keep]).statistic
+
+    observed = rho(b)
+    perms = [list(p) for p in itertools.permutations(range(m))]
+    return observed, np.mean([abs(rho(b[np.ix_(p, p)])) >= abs(observed) - 1e-12 for p in perms])
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_mantel_drops_nan_pairs_after_each_permutation_like_exact_enumeration(symmetric):
+    rng = np.random.default_rng(4)
+    a = _distances(rng, 5)
+    b = a + 0.6 * rng.normal(size=(5, 5))
+    b = (b + b.T) / 2 if symmetric else b
+    a[0, 1] = a[1, 0] = np.nan
+    b[2, 3] = b[3, 2] = np.nan  # after relabelling this NaN lands on other pairs
+    observed, exact = _exact_mantel_p(a, b, symmetric)
+    out = mantel_test(a, b, num_permutations=20000, seed=5)
+    assert out["pairs"] == (8 if symmetric else 16)
+    assert out["statistic"] == pytest.approx(observed, abs=1e-12)
+    assert out["p_value"] == pytest.approx(exact, abs=0.015)
+
+
+def test_mantel_undefined_and_bad_inputs():
+    constant = np.ones((5, 5))
+    out = mantel_test(constant, _distances(np.random.default_rng(0), 5))
+    assert out["statistic"] is None and out["p_value"] is None and json.dumps(out)
+    with pytest.raises(ValueError, match="square"):
+        mantel_test(np.ones((3, 4)), np.ones((3, 4)))
+    with pytest.raises(ValueError, match="same shape"):
+        mantel_test(np.ones((3, 3)), np.ones((4, 4)))
+    with pytest.raises(ValueError, match="unknown method 'kendall'"):
+        mantel_test(np.ones((3, 3)), np.ones((3, 3)), method="kendall")
+    with pytest.raises(ValueError, match="num_permutations"):
+        mantel_test(np.ones((3, 3)), np.ones((3, 3)), num_permutations=0)
+
+
+def _planted_groups(seed, shift, per_label=4, labels=("resnet", "vgg", "cnn")):
+    rng = np.random.default_rng(seed)
+    names = np.repeat(np.array(labels), per_label)
+    sim = _net_effects(rng, len(names)) + shift * (names[:, None] == names[None])
+    np.fill_diagonal(sim, 1.0)
+    return sim, names
+
+
+def test_group_difference_means_match_a_loop_and_planted_groups_are_significant():
+    sim, names = _planted_groups(0, shift=3.0)
+    sim[0, 5] = sim[5, 0] = np.nan  # a missing cross pair is dropped
+    out = group_difference_test(sim, names, seed=1)
+    same = [sim[i, j] for i, j in itertools.combinations(range(12), 2) if names[i] == names[j]]
+    cross = [sim[i, j] for i, j in itertools.combinations(range(12), 2)
+             if names[i] != names[j] and np.isfinite(sim[i, j])]
+    assert out["symmetric"] and out["same_pairs"] == 18 and out["cross_pairs"] == 47
+    assert out["statistic"] == pytest.approx(np.mean(same) - np.mean(cross), abs=1e-12)
+    assert out["p_value"] < 0.01 and json.dumps(out)
+    vgg = np.flatnonzero(names == "vgg")
+    vgg_same = [sim[i, j] for i, j in itertools.combinations(vgg, 2)]
+    vgg_cross = [sim[i, j] for i in vgg for j in range(12) if names[j] != "vgg"]
+    assert out["per_label"]["vgg"]["cross_pairs"] == 31  # 4 x 8 minus the missing one
+    assert out["per_label"]["vgg"]["statistic"] == pytest.approx(np.mean(vgg_same) - np.nanmean(vgg_cross),
+                                                                 abs=1e-12)
+    assert all(v["statistic"] > 0 and v["p_value"] < 0.05 for v in out["per_label"].values())
+
+
+def test_group_difference_is_uniformish_under_the_null_and_undefined_for_singletons():
+    p = [group_difference_test(*_planted_groups(s, shift=0.0), num_permutations=500, seed=s)["p_value"]
+         for s in range(40)]
+    assert np.mean(np.array(p) < 0.05) <= 0.15 and 0.3 < np.mean(p) < 0.7
+    sim, _ = _planted_groups(0, shift=0.0)
+    out = group_difference_test(sim[:5, :5], np.array(["a", "a", "a", "a", "b"]), num_permutations=50)
+    assert out["per_label"]["b"]["statistic"] is None and out["per_label"]["b"]["same_pairs"] == 0
+    assert out["per_label"]["a"]["statistic"] is not None and out["statistic"] is not None
+    with pytest.raises(ValueError, match="labels must have one label per point"):
+        group_difference_test(sim, np.arange(3))
