@@ -81,3 +81,30 @@ def test_pgd_breaks_both_nets_and_transfers_between_seeds(pair):
     out = transfer_matrix(clean, adv_correct)
     assert out["transfer"][0, 0] == 1.0 and 0.3 < out["transfer"][0, 1] <= 1.0
     assert out["error"][0, 1] > 0.3
+
+
+def test_cnn_to_resnet18_map_at_the_penultimate_layer_keeps_accuracy_within_5_points(pair):
+    """Seed 001's first claim across architectures: a linear map from the CNN's penultimate
+    representation into a ResNet-18's keeps the ResNet's accuracy within 5 points."""
+    from anatomy_jax.experiment.pattern_rate import PatternRateConfig, make_trainer, prepare_run
+    from anatomy_jax.train import train_loop
+
+    cnn, variables, data = pair
+    config = PatternRateConfig(dataset="mnist", model="resnet18", width=0.25, frequencies=(0.0,), correlations=(0.0,),
+                               learning_rates=(0.05,), seeds=(0,), steps=200, eval_every=200, augment=False)
+    trainer = make_trainer(config, data)
+    run_data, _, state = prepare_run(config, trainer, data, jnp.asarray(data.train.images), config.grid()[0])
+    state, history = train_loop(trainer, state, run_data, steps=200, eval_every=200)
+    resnet = trainer.model
+    res_vars = {"params": state.params, "batch_stats": state.batch_stats}
+    own = float(np.mean(np.asarray(resnet.apply(res_vars, jnp.asarray(data.test.images, jnp.float32) / 255.0)
+                                   .argmax(-1)) == data.test.labels))
+    assert own >= 0.9, own
+    train_x = data.train.images[:5000]
+    a_train = representations(cnn, variables[0], train_x, ["features"])["features"]
+    b_train = representations(resnet, res_vars, train_x, ["features"])["features"]
+    w, b = fit_linear_map(a_train, b_train, ridge=1e-3)
+    a_test = representations(cnn, variables[0], data.test.images, ["features"])["features"]
+    shape = representation_shape(resnet, res_vars, data.image_shape, "features")
+    stitched = stitched_accuracy(resnet, res_vars, "features", a_test, w, b, shape, data.test.labels)
+    assert stitched >= own - 0.05, (stitched, own)
