@@ -77,13 +77,29 @@ class GradientAlignmentConfig(PatternRateConfig):
         if len(self.visibility_cells()) > 1:
             raise ValueError("the gradient study probes one pattern look: give one --pattern, --patch-size and "
                              "--alpha (the partial correlation controls for f, c and lr only)")
-        if self.early_step <= 0 or self.early_step % self.eval_interval or self.early_step > self.steps:
-            raise ValueError(f"early_step must be an evaluation step (a multiple of {self.eval_interval} "
-                             f"up to {self.steps}), got {self.early_step}")
-        if self.probe_size < 4 or self.chunk_size < 1:
-            raise ValueError("probe_size must be >= 4 and chunk_size >= 1")
+        check_probe_settings(self.early_step, self.eval_interval, self.steps, self.probe_size, self.chunk_size)
         if self.permutations < 100:
             raise ValueError(f"permutations must be >= 100, got {self.permutations}")
+
+
+def check_probe_settings(early_step: int, eval_interval: int, steps: int, probe_size: int, chunk_size: int) -> None:
+    """ValueError unless `early_step` is an evaluation step and the probe sizes are usable."""
+    if early_step <= 0 or early_step % eval_interval or early_step > steps:
+        raise ValueError(f"early_step must be an evaluation step (a multiple of {eval_interval} up to {steps}), "
+                         f"got {early_step}")
+    if probe_size < 4 or chunk_size < 1:
+        raise ValueError("probe_size must be >= 4 and chunk_size >= 1")
+
+
+def probe_tracking(probe_size: int, chunk_size: int, pattern_names: Sequence[str] | None = None):
+    """The `Study.run(tracking=...)` hook of the probe studies: one `SweepGradientProbe` per chunk,
+    each run's probe batch drawn from its seed, records restored on resume."""
+    def tracking(trainer, specs, prepared, params, restored):
+        runs = [(p.data, jax.random.fold_in(jax.random.key(spec.seed), 7)) for spec, p in zip(specs, prepared)]
+        return SweepGradientProbe(trainer, runs, probe_size=probe_size, chunk_size=chunk_size,
+                                  pattern_names=pattern_names, records=restored)
+
+    return tracking
 
 
 def _probe_value(record: dict, key: str, group: int, layer: str | None) -> float:
@@ -183,17 +199,13 @@ def run_gradient_alignment(config: GradientAlignmentConfig, workdir: str | pathl
     results = {"config": dataclasses.asdict(config), **environment(), "group_names": list(GROUP_NAMES),
                "runs": study.pending_entries()}
 
-    def tracking(trainer, specs, prepared, params, restored):
-        runs = [(p.data, jax.random.fold_in(jax.random.key(spec.seed), 7)) for spec, p in zip(specs, prepared)]
-        return SweepGradientProbe(trainer, runs, probe_size=config.probe_size, chunk_size=config.chunk_size,
-                                  records=restored)
-
     def summarise(spec, history, stats, probes):
         return {**summarise_run(spec, history, stats, threshold=config.acquisition_threshold), "probes": probes}
 
     stream = stream_results(results, out / RESULTS_FILE, resume=config.resume, announce=progress)
     outcome = study.run(out / CHECKPOINT_DIR, settings=resumable_settings(config), summarise=summarise,
-                        tracking=tracking, resume=config.resume, keep_checkpoints=1, on_start=stream.on_start,
+                        tracking=probe_tracking(config.probe_size, config.chunk_size), resume=config.resume,
+                        keep_checkpoints=1, on_start=stream.on_start,
                         on_update=stream.on_update, progress=progress, desc="gradient_alignment")
     results["runs"] = outcome.entries
     results["analysis"] = analyse(results, config.early_step, config.steps, permutations=config.permutations)

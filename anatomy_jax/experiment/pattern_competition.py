@@ -21,16 +21,15 @@ import math
 import pathlib
 from typing import Any
 
-import jax
 import numpy as np
 
 from anatomy_jax.data import Dataset
 from anatomy_jax.experiment.options import DataOptions, DeviceOptions, OutputOptions, resumable_settings
 from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
                                             prepare_output_dir)
-from anatomy_jax.experiment.pattern_rate import METRICS, auto_patch_size, pattern_entry
+from anatomy_jax.experiment.gradient_alignment import check_probe_settings, probe_tracking
+from anatomy_jax.experiment.pattern_rate import METRICS, auto_patch_size, dataset_summary, pattern_entry
 from anatomy_jax.experiment.study import Study, describe_layout, stream_results
-from anatomy_jax.probes import SweepGradientProbe
 from anatomy_jax.poison.spec_text import NamedPoison, check_unique_names, load_patterns_file, parse_pattern_spec
 from anatomy_jax.train import RunSpec, TrainConfig
 from anatomy_jax.train.optim import SCHEDULES, decay_steps
@@ -103,12 +102,9 @@ class PatternCompetitionConfig(OutputOptions, DeviceOptions, TrainConfig, DataOp
             raise ValueError(f"acquisition_threshold must be in (0, 1], got {self.acquisition_threshold}")
         for s in self.schedule_axis():
             self.train_config(s).validate()
-        if self.probe and (self.early_step <= 0 or self.early_step % self.train_config("constant").eval_interval
-                           or self.early_step > self.steps):
-            raise ValueError(f"early_step must be an evaluation step (a multiple of "
-                             f"{self.train_config('constant').eval_interval} up to {self.steps}), got {self.early_step}")
-        if self.probe and (self.probe_size < 4 or self.chunk_size < 1):
-            raise ValueError("probe_size must be >= 4 and chunk_size >= 1")
+        if self.probe:
+            check_probe_settings(self.early_step, self.train_config("constant").eval_interval, self.steps,
+                                 self.probe_size, self.chunk_size)
 
     def schedule_axis(self) -> tuple[str, ...]:
         if self.schedule is not None:
@@ -257,8 +253,7 @@ def run_pattern_competition(config: PatternCompetitionConfig, workdir: str | pat
                              resume=config.resume, overwrite=config.overwrite)
     poisons = config.named_poisons(data.image_shape)
     results = {"config": dataclasses.asdict(config), **environment(), "resumed_from_step": None,
-               "dataset": {"name": data.name, "train_images": len(data.train), "test_images": len(data.test),
-                           "image_shape": list(data.image_shape), "num_classes": data.num_classes},
+               "dataset": dataset_summary(data),
                "patterns": [{"name": p.name, "pattern": p.poison.pattern.name, "kind": p.poison.pattern.kind,
                              "target": p.poison.target, "frequency": p.poison.frequency,
                              "correlation": 1.0 if p.poison.clean_label else p.poison.correlation}
@@ -269,13 +264,9 @@ def run_pattern_competition(config: PatternCompetitionConfig, workdir: str | pat
     def summarise(spec, history, stats, tracked):
         return summarise_competition_run(spec, history, stats, names, config.acquisition_threshold, tracked)
 
-    def tracking(trainer, specs, prepared, params, restored):
-        runs = [(p.data, jax.random.fold_in(jax.random.key(spec.seed), 7)) for spec, p in zip(specs, prepared)]
-        return SweepGradientProbe(trainer, runs, probe_size=config.probe_size, chunk_size=config.chunk_size,
-                                  pattern_names=names, records=restored)
-
     outcome = study.run(out / CHECKPOINT_DIR, settings=resumable_settings(config), resume=config.resume,
-                        summarise=summarise, tracking=tracking if config.probe else None,
+                        summarise=summarise,
+                        tracking=probe_tracking(config.probe_size, config.chunk_size, names) if config.probe else None,
                         keep_checkpoints=config.keep_checkpoints, on_start=stream.on_start,
                         on_update=stream.on_update, progress=progress, desc="pattern_competition")
     stream.on_update(outcome.entries)

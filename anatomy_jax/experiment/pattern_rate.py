@@ -212,6 +212,12 @@ def summarise_run(spec: RunSpec, history: dict, stats: list[dict], tracked: Any 
     }
 
 
+def dataset_summary(data: Dataset) -> dict[str, Any]:
+    """What results.json records of the dataset a poisoning study trained on."""
+    return {"name": data.name, "train_images": len(data.train), "test_images": len(data.test),
+            "image_shape": list(data.image_shape), "num_classes": data.num_classes}
+
+
 def load_study_data(config: PatternRateConfig) -> Dataset:
     """The validated config's dataset (SettingsError for bad settings)."""
     with settings_errors():
@@ -265,8 +271,7 @@ def train_and_evaluate(config: PatternRateConfig, workdir: str | pathlib.Path | 
                              resume=config.resume, overwrite=config.overwrite, primary=primary)
     _sync("anatomy_jax:output-ready")
     results = {"config": dataclasses.asdict(config), **environment(), "resumed_from_step": None,
-               "dataset": {"name": data.name, "train_images": len(data.train), "test_images": len(data.test),
-                           "image_shape": list(data.image_shape), "num_classes": data.num_classes},
+               "dataset": dataset_summary(data),
                "runs": study.pending_entries()}
     stream = stream_results(results, out / RESULTS_FILE, resume=config.resume, write=primary,
                             announce=progress and primary)
