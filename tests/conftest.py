@@ -6,6 +6,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -59,3 +60,58 @@ def cifar10_exact():
     with np.load(CIFAR_DIR / "train_exact.npz", allow_pickle=False) as tr, \
             np.load(CIFAR_DIR / "test_exact.npz", allow_pickle=False) as te:
         return from_arrays(tr["x"], tr["y"], te["x"], te["y"], name="cifar10_exact", flip_ok=True)
+
+
+class BackdooredMnist(NamedTuple):
+    """A small CNN trained on real MNIST twice from the same seed: clean (`natural`) and with a
+    BadNets trigger (`backdoored`), their test-time apply function and the trigger's place."""
+
+    model: Any
+    natural: Any  # variables
+    backdoored: Any  # variables
+    data: Any  # the MNIST subset both were trained on (test split: held-out images)
+    target: int
+    box: list  # the trigger's [row0, col0, row1, col1) (exclusive ends)
+    clean_accuracy: dict  # {"natural": ..., "backdoored": ...} on the test subset
+    trigger_asr: dict  # ASR of the planted trigger on the test subset
+
+
+BACKDOORED_MNIST = dict(dataset="mnist", data_dir=str(TFDS_DIR), train_size=12000, test_size=2000, model="cnn",
+                        steps=500, patch_size=3, location="bottom-right", target=0, frequency=0.1, correlation=1.0)
+
+
+@pytest.fixture(scope="session")
+def backdoored_mnist_cnn(tmp_path_factory) -> BackdooredMnist:
+    """Trained once per test run and shared by the xdist workers: the first worker to take the
+    lock trains the two models into an orbax checkpoint beside the workers' temp dirs, the others
+    load it (the study runner loads a complete study instead of training it)."""
+    import fcntl
+
+    import jax
+
+    from anatomy_jax.experiment.class_patterns import ClassPatternsConfig, model_studies, trigger_box
+    from anatomy_jax.models.registry import create_model
+
+    config = ClassPatternsConfig(**BACKDOORED_MNIST)
+    data = config.load_data()
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # one folder above every worker's own
+    folder = shared / "backdoored_mnist_cnn"
+    folder.mkdir(exist_ok=True)
+    study = model_studies(config, data)["standard"]
+    with open(shared / "backdoored_mnist_cnn.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        trained = study.run(folder, settings=config.training_settings(data), resume=True,
+                            summarise=lambda spec, history, stats, tracked: {
+                                **spec.grid, "clean_accuracy": history["clean_accuracy"][-1],
+                                "trigger_asr": history["attack_success_rate"][-1][0]},
+                            keep_checkpoints=1, keep_chunk_states=True, return_states=True, progress=False)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    variables = {e["model"]: jax.device_put({"params": s.params, **({"batch_stats": s.batch_stats} if s.batch_stats
+                                                                    else {})})
+                 for e, s in zip(trained.entries, trained.states)}
+    return BackdooredMnist(create_model("cnn", num_classes=10), variables["natural"], variables["backdoored"], data,
+                           config.target, trigger_box(config.trigger(data.image_shape), data.image_shape),
+                           {e["model"]: e["clean_accuracy"] for e in trained.entries},
+                           {e["model"]: e["trigger_asr"] for e in trained.entries})

@@ -496,3 +496,21 @@ def group_difference_test(
 
     return {**summary(0), "nets": m, "symmetric": sym, "alternative": alternative,
             "per_label": {str(name): summary(1 + k) for k, name in enumerate(names)}}
+
+
+def sign_flip_test(differences: npt.ArrayLike, *, num_permutations: int = 10000, seed: int = 0) -> float | None:
+    """Two-sided p-value of mean(differences) = 0 for paired differences: under the null each
+    difference is as likely to have either sign, so the signs are flipped at random (exact over all
+    2^n flips when there are at most 16 differences). None for fewer than 2 finite differences."""
+    d = np.asarray(differences, np.float64)
+    d = d[np.isfinite(d)]
+    if len(d) < 2:
+        return None
+    _positive(num_permutations, "num_permutations")
+    if len(d) <= 16:
+        signs = 1.0 - 2.0 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
+        null = np.abs((signs * d).mean(axis=1))
+        return float(np.mean(null >= abs(d.mean()) - 1e-12))
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(num_permutations, len(d)))
+    null = np.abs((signs * d).mean(axis=1))
+    return float((1 + np.sum(null >= abs(d.mean()) - 1e-12)) / (1 + num_permutations))

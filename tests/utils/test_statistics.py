@@ -348,3 +348,17 @@ def test_group_difference_is_uniformish_under_the_null_and_undefined_for_singlet
     assert out["per_label"]["a"]["statistic"] is not None and out["statistic"] is not None
     with pytest.raises(ValueError, match="labels must have one label per point"):
         group_difference_test(sim, np.arange(3))
+
+
+def test_sign_flip_test_exact_and_sampled():
+    from anatomy_jax.utils.statistics import sign_flip_test
+
+    assert sign_flip_test([1.0, 1.0, 1.0, 1.0]) == pytest.approx(2 / 16)  # exact: all-plus and all-minus
+    assert sign_flip_test([1.0, -1.0, 1.0, -1.0]) == pytest.approx(1.0)
+    assert sign_flip_test([3.0]) is None
+    assert sign_flip_test(np.ones(20), num_permutations=2000) == pytest.approx(1 / 2001, abs=2e-3)
+    rng = np.random.default_rng(0)
+    null = [sign_flip_test(rng.normal(size=20), num_permutations=500, seed=s) for s in range(40)]
+    assert np.mean(np.array(null) < 0.05) <= 0.15
+    shifted = [sign_flip_test(rng.normal(1.0, 1.0, size=20), num_permutations=500) for _ in range(10)]
+    assert np.median(shifted) < 0.01 and max(shifted) < 0.05

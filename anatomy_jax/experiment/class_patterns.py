@@ -1,0 +1,316 @@
+"""Class-wise patterns of a natural, a backdoored and an adversarially trained model (seed 002).
+
+Trains the three models of one architecture on the same data with the library's study runner
+(or loads them from their orbax checkpoints in --models-dir): natural (clean data), backdoored
+(a BadNets patch on --frequency of the training images, --correlation of them relabelled to
+--target) and PGD-adversarially trained (clean data, L-inf radius --adversarial-eps). For each,
+`search_class_patterns` finds one mask and pattern per class on clean training images; the
+patterns are scored on held-out test images of the other classes, and Neural Cleanse's anomaly
+index of the mask areas says which classes have an unusually small pattern.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from anatomy_jax.classwise import (CANVAS, SearchSettings, anomaly_index, flagged_classes, mask_area, mask_centroid,
+                                   mask_total_variation, mass_near_box, pattern_success_rate, search_class_patterns)
+from anatomy_jax.data import Dataset
+from anatomy_jax.experiment.options import DataOptions, DeviceOptions, OutputOptions
+from anatomy_jax.experiment.outputs import RESULTS_FILE, ZOO_DIR, default_out_dir, environment, prepare_output_dir
+from anatomy_jax.experiment.pattern_rate import auto_patch_size, dataset_summary
+from anatomy_jax.experiment.study import Study
+from anatomy_jax.models.registry import MODEL_NAMES, create_model
+from anatomy_jax.poison import LOCATIONS, PATTERN_KINDS, PatternSpec, PoisonSpec, make_patterns
+from anatomy_jax.poison.patterns import PATCH_KINDS
+from anatomy_jax.train import RunSpec, TrainConfig
+from anatomy_jax.train.evaluation import to_float
+from anatomy_jax.utils.errors import SettingsError, settings_errors
+from anatomy_jax.utils.fields import flag
+from anatomy_jax.utils.serialize import write_json
+from anatomy_jax.utils.statistics import sign_flip_test
+
+MODELS = ("natural", "backdoored", "adversarial")
+NEAR_TRIGGER_PIXELS = 2  # mass_near_trigger: the mask's mass within this many pixels of the trigger box
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassPatternsConfig(OutputOptions, DeviceOptions, DataOptions):
+    """Settings of the class-wise pattern study; defaults suit digits on 2 CPU cores (< 4 min)."""
+
+    model: str = flag("cnn", f"architecture of the three models: {', '.join(MODEL_NAMES)}")
+    width: float = flag(1.0, "channel width multiplier")
+    steps: int = flag(600, "training steps of each model")
+    batch_size: int = flag(128, "training batch size")
+    learning_rate: float = flag(0.05, "SGD learning rate (momentum 0.9, constant)")
+    weight_decay: float = flag(5e-4, "weight decay")
+    augment: bool = flag(False, "random crop/flip while training (off: the trigger stays where it was planted)")
+    seed: int = flag(0, "seed of the models' initialisation, data order and poison selection")
+    pattern: str = flag("checkerboard", f"backdoor trigger kind (patch kinds: {', '.join(PATCH_KINDS)})")
+    patch_size: int | None = flag(None, "side of the trigger in pixels (auto: 2 below 16 px, else 3)")
+    location: str = flag("bottom-right", f"trigger corner: {', '.join(l for l in LOCATIONS if l != 'random')}")
+    target: int = flag(0, "backdoor target class")
+    frequency: float = flag(0.1, "share of training images that carry the trigger (backdoored model)")
+    correlation: float = flag(1.0, "share of the trigger-carrying images relabelled to the target")
+    adversarial_eps: float | None = flag(None, "L-inf radius of PGD adversarial training on [0, 1] pixels (auto: "
+                                               "0.1 on grayscale data, 8/255 on colour; 0 is refused)")
+    adversarial_steps: int = flag(7, "PGD steps of adversarial training (step size 2.5 eps / steps)")
+    search_steps: int = flag(400, "Adam steps of the pattern search")
+    search_batch_size: int = flag(64, "images per search step (each class draws from the other classes)")
+    search_learning_rate: float = flag(0.1, "Adam learning rate of the search (Neural Cleanse's)")
+    search_images: int = flag(2000, "clean training images the search draws from (0 = all)")
+    target_asr: float = flag(0.95, "success rate the lambda schedule aims for (Neural Cleanse: 0.99)")
+    lambda_start: float = flag(1.0, "mask-area weight set once the target is first held (grown x1.5 / shrunk "
+                                     "x1.84 every 3 checks of 10 steps at / below the target)")
+    tv_weight: float = flag(0.0, "weight of the mask's total variation (> 0: simpler shapes)")
+    canvas: str = flag("none", f"pattern start: {', '.join(CANVAS)} (init: from an image of the class; near: "
+                               "also penalise the distance to it)")
+    class_chunk: int = flag(0, "classes searched together (0 = all at once; fewer saves memory)")
+    models_dir: str | None = flag(None, "directory of the three models' checkpoints (default: <out>/zoo); complete "
+                                        "ones with the same training settings are loaded, the others trained")
+
+    def validate(self) -> None:
+        """ValueError naming the first bad value (dataset-dependent checks come with the data)."""
+        self.validate_data()
+        self.validate_devices()
+        self.validate_output()
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+        if self.pattern not in PATTERN_KINDS:
+            raise ValueError(f"unknown pattern kind {self.pattern!r}; choose one of {', '.join(PATTERN_KINDS)}")
+        if self.pattern not in PATCH_KINDS:
+            raise ValueError(f"--pattern {self.pattern} covers the whole image: the study needs a patch trigger "
+                             f"({', '.join(PATCH_KINDS)}) whose box the recovered masks are compared with")
+        if self.location == "random":
+            raise ValueError("--location random moves the trigger between images: choose a fixed corner")
+        for name in ("frequency", "correlation"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.frequency == 0 or self.correlation == 0:
+            raise ValueError("the backdoored model needs --frequency > 0 and --correlation > 0")
+        if self.adversarial_eps is not None and not self.adversarial_eps > 0:
+            raise ValueError(f"--adversarial-eps must be > 0 (the adversarial model is part of the study), got "
+                             f"{self.adversarial_eps}")
+        for name in ("steps", "search_steps", "search_batch_size", "adversarial_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.search_images < 0 or self.class_chunk < 0:
+            raise ValueError("search_images and class_chunk must be >= 0")
+        self.search_settings().validate()
+        self.training_config(adversarial=False).validate()
+
+    def eps(self, data: Dataset) -> float:
+        """The adversarial radius: as given, else 0.1 on grayscale and 8/255 on colour images."""
+        if self.adversarial_eps is not None:
+            return self.adversarial_eps
+        return 0.1 if data.image_shape[-1] == 1 else 8 / 255
+
+    def training_config(self, adversarial: bool, eps: float = 0.1) -> TrainConfig:
+        """How the natural and backdoored models train (or, `adversarial`, the PGD-trained one)."""
+        return TrainConfig(model=self.model, width=self.width, weight_decay=self.weight_decay, augment=self.augment,
+                           steps=self.steps, batch_size=self.batch_size, checkpoint_every=self.steps,
+                           adversarial_eps=eps if adversarial else 0.0, adversarial_steps=self.adversarial_steps)
+
+    def trigger(self, image_shape: tuple[int, int, int]) -> PatternSpec:
+        size = self.patch_size if self.patch_size is not None else auto_patch_size(image_shape)
+        return PatternSpec(self.pattern, size, self.location)
+
+    def search_settings(self) -> SearchSettings:
+        return SearchSettings(steps=self.search_steps, batch_size=self.search_batch_size,
+                              learning_rate=self.search_learning_rate, target_asr=self.target_asr,
+                              lambda_start=self.lambda_start, tv_weight=self.tv_weight, canvas=self.canvas)
+
+    def training_settings(self, data: Dataset) -> dict[str, Any]:
+        """What loaded models must have been trained with (JSON-normalised)."""
+        keys = ("dataset", "train_size", "flip", "model", "width", "steps", "batch_size", "learning_rate",
+                "weight_decay", "augment", "seed", "pattern", "patch_size", "location", "target", "frequency",
+                "correlation", "adversarial_steps")
+        settings = {k: getattr(self, k) for k in keys}
+        settings.update(patch_size=self.trigger(data.image_shape).size, adversarial_eps=self.eps(data))
+        return settings
+
+
+def trigger_box(spec: PatternSpec, image_shape: tuple[int, int, int]) -> list[int]:
+    """[row0, col0, row1, col1) of a fixed-corner patch trigger (exclusive ends)."""
+    mask = np.asarray(make_patterns([spec], image_shape).mask[0, ..., 0])
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return [int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1]
+
+
+def model_studies(config: ClassPatternsConfig, data: Dataset) -> dict[str, Study]:
+    """Two studies: natural + backdoored (one trainer, one sweep) and adversarial."""
+    trigger = config.trigger(data.image_shape)
+
+    def spec(name: str, train: TrainConfig, frequency: float) -> RunSpec:
+        poison = PoisonSpec(trigger, config.target, frequency, config.correlation)
+        return RunSpec(train, config.seed, config.learning_rate, (poison,), grid={"model": name})
+
+    with settings_errors():
+        standard = config.training_config(adversarial=False)
+        adversarial = config.training_config(adversarial=True, eps=config.eps(data))
+        return {"standard": Study.prepare([spec("natural", standard, 0.0), spec("backdoored", standard,
+                                                                                config.frequency)],
+                                          data, config.sweep_options()),
+                "adversarial": Study.prepare([spec("adversarial", adversarial, 0.0)], data, config.sweep_options())}
+
+
+def _summarise_model(spec: RunSpec, history: dict, stats: list, tracked: Any) -> dict[str, Any]:
+    return {**spec.grid, "steps": history["steps"], "clean_accuracy": history["clean_accuracy"],
+            "trigger_asr": [None if v is None else v[0] for v in history["attack_success_rate"]],
+            "diverged": history["diverged"]}
+
+
+def train_models(config: ClassPatternsConfig, data: Dataset, models_dir: pathlib.Path,
+                 progress: bool = True) -> tuple[dict[str, Any], dict[str, dict]]:
+    """({name: variables}, {name: training summary}) of the three models, trained or loaded."""
+    studies = model_studies(config, data)
+    variables, summaries = {}, {}
+    for group, study in studies.items():
+        trained = study.run(models_dir.resolve() / group, settings=config.training_settings(data), resume=True,
+                            summarise=_summarise_model, keep_checkpoints=1, keep_chunk_states=True,
+                            return_states=True, progress=progress, desc=f"train {group}")
+        for spec, state, entry in zip(study.specs, trained.states, trained.entries):
+            name = spec.grid["model"]
+            if entry["diverged"]:
+                raise SettingsError(f"the {name} model diverged; lower --learning-rate")
+            variables[name] = jax.device_put({"params": state.params,
+                                              **({"batch_stats": state.batch_stats} if state.batch_stats else {})})
+            summaries[name] = {"clean_accuracy": entry["clean_accuracy"][-1], "trigger_asr": entry["trigger_asr"][-1]}
+    return variables, summaries
+
+
+def class_rows(found, asr: np.ndarray, box: list[int]) -> list[dict[str, Any]]:
+    """results.json's per-class entries of one model."""
+    masks = np.asarray(found.masks)
+    areas = np.asarray(mask_area(masks))
+    index = anomaly_index(areas)
+    centroids = np.asarray(mask_centroid(masks))
+    tv = np.asarray(mask_total_variation(masks))
+    near = np.asarray(mass_near_box(masks, box, NEAR_TRIGGER_PIXELS))
+    return [{"class": int(k), "asr": float(asr[i]), "mask_area": float(areas[i]), "anomaly_index": float(index[i]),
+             "centroid": [float(c) for c in centroids[i]], "mask_tv": float(tv[i]),
+             "mass_near_trigger": float(near[i]), "search_asr": float(found.train_asr[i]),
+             "reached_target": bool(found.reached[i]), "lambda": float(found.lambdas[i])}
+            for i, k in enumerate(found.classes)]
+
+
+def tv_comparison(natural: list[dict], adversarial: list[dict], min_asr: float = 0.5,
+                  permutations: int = 10000, seed: int = 0) -> dict[str, Any]:
+    """The paper's "adversarially trained models learn simpler shapes" as a paired test: over the
+    classes whose patterns reach `min_asr` on held-out images for both models, the mean difference
+    of mask total variation (adversarial - natural), with a sign-flip permutation p-value (pairs
+    share the class, so they are paired, not independent samples). A simpler shape at matched
+    success has less boundary: a negative difference."""
+    pairs = [(a["mask_tv"], n["mask_tv"]) for n, a in zip(natural, adversarial)
+             if n["asr"] >= min_asr and a["asr"] >= min_asr]
+    out: dict[str, Any] = {"min_asr": min_asr, "classes": len(pairs), "natural_mean_tv": None,
+                           "adversarial_mean_tv": None, "difference": None, "p_value": None}
+    if len(pairs) < 2:
+        return out
+    diff = np.array([a - n for a, n in pairs])
+    out.update(natural_mean_tv=float(np.mean([n for _, n in pairs])),
+               adversarial_mean_tv=float(np.mean([a for a, _ in pairs])), difference=float(diff.mean()),
+               p_value=sign_flip_test(diff, num_permutations=permutations, seed=seed))
+    return out
+
+
+def _search_data(config: ClassPatternsConfig, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    n = len(data.train) if not config.search_images else min(config.search_images, len(data.train))
+    order = np.random.default_rng(config.seed).permutation(len(data.train))[:n]
+    return np.asarray(to_float(data.train.images[order])), np.asarray(data.train.labels[order])
+
+
+def run_class_patterns(config: ClassPatternsConfig, workdir: str | pathlib.Path | None = None, *,
+                       progress: bool = True) -> dict[str, Any]:
+    """Trains or loads the three models, searches every class's pattern for each, writes
+    results.json, patterns.npz and the figures into `workdir` (default `config.out`)."""
+    with settings_errors():
+        config.validate()
+        data = config.load_data()
+        if not 0 <= config.target < data.num_classes:
+            raise ValueError(f"--target {config.target} is not a class of {data.name} (0..{data.num_classes - 1})")
+        config.trigger(data.image_shape).validate(data.image_shape)
+    out = prepare_output_dir(pathlib.Path(workdir or config.out or default_out_dir("class_patterns")),
+                             resume=config.resume, overwrite=config.overwrite)
+    models_dir = pathlib.Path(config.models_dir) if config.models_dir else out / ZOO_DIR
+    t0 = time.perf_counter()
+    variables, training = train_models(config, data, models_dir, progress)
+    train_seconds = time.perf_counter() - t0
+    box = trigger_box(config.trigger(data.image_shape), data.image_shape)
+    model = create_model(config.model, num_classes=data.num_classes, width=config.width)
+    images, labels = _search_data(config, data)
+    test_x, test_y = to_float(jax.numpy.asarray(data.test.images)), jax.numpy.asarray(data.test.labels)
+    results: dict[str, Any] = {"config": dataclasses.asdict(config), **environment(), "dataset": dataset_summary(data),
+                               "trigger": {"target": config.target, "box": box,
+                                           "pattern": config.trigger(data.image_shape).name},
+                               "adversarial_eps": config.eps(data), "models": {}}
+    arrays = {}
+    search = functools.partial(search_class_patterns, model.apply, settings=config.search_settings(),
+                               class_chunk=config.class_chunk or None)
+    t1 = time.perf_counter()
+    for k, name in enumerate(MODELS):
+        found = search(variables[name], images, labels, data.num_classes, jax.random.fold_in(jax.random.key(config.seed), k))
+        asr = np.asarray(pattern_success_rate(model.apply, variables[name], test_x, test_y,
+                                              jax.numpy.asarray(found.masks), jax.numpy.asarray(found.patterns)))
+        rows = class_rows(found, asr, box)
+        results["models"][name] = {**training[name], "classes": rows,
+                                   "flagged": flagged_classes([r["mask_area"] for r in rows])}
+        arrays[f"{name}_masks"], arrays[f"{name}_patterns"] = found.masks, found.patterns
+    results["search_seconds"] = round(time.perf_counter() - t1, 1)
+    results["train_seconds"] = round(train_seconds, 1)
+    results["backdoor_recovered"] = backdoor_verdict(results["models"]["backdoored"]["classes"], config.target)
+    results["tv_comparison"] = tv_comparison(results["models"]["natural"]["classes"],
+                                             results["models"]["adversarial"]["classes"])
+    np.savez_compressed(out / "patterns.npz", examples=images[_examples(labels, data.num_classes)], **arrays)
+    from anatomy_jax.plots.class_patterns import plot_all
+
+    results["figures"] = plot_all(results, np.load(out / "patterns.npz"), out)
+    write_json(out / RESULTS_FILE, results)
+    return results
+
+
+def _examples(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """One image index per figure column: the first image not of that column's class."""
+    return np.array([int(np.flatnonzero(labels != k)[0]) for k in range(num_classes)])
+
+
+def backdoor_verdict(classes: list[dict], target: int) -> dict[str, Any]:
+    """Whether the search recovered the backdoor: the target's mask is the smallest, its anomaly
+    index >= 2 and its held-out ASR >= 0.9, with the numbers."""
+    row = classes[target]
+    smallest = min(classes, key=lambda r: r["mask_area"])["class"]
+    out = {"target_mask_area": row["mask_area"], "smallest_class": smallest, "target_anomaly_index": row["anomaly_index"],
+           "target_asr": row["asr"], "target_mass_near_trigger": row["mass_near_trigger"]}
+    out["recovered"] = bool(smallest == target and row["anomaly_index"] >= 2 and row["asr"] >= 0.9)
+    return out
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """What the study found, in a few lines."""
+    lines = [f"trigger {results['trigger']['pattern']} at box {results['trigger']['box']}, target "
+             f"{results['trigger']['target']}; adversarial eps {results['adversarial_eps']:.3f}"]
+    for name, m in results["models"].items():
+        areas = ", ".join(f"{r['class']}:{r['mask_area']:.3f}" for r in m["classes"])
+        asr = np.mean([r["asr"] for r in m["classes"]])
+        lines.append(f"{name:11s} clean acc {m['clean_accuracy']:.3f}, trigger ASR {m['trigger_asr']:.3f}; "
+                     f"pattern ASR mean {asr:.2f}; mask areas {areas}; flagged {m['flagged']}")
+    v = results["backdoor_recovered"]
+    lines.append(f"backdoor {'recovered' if v['recovered'] else 'NOT recovered'}: target area "
+                 f"{v['target_mask_area']:.3f} (smallest: class {v['smallest_class']}), anomaly index "
+                 f"{v['target_anomaly_index']:.2f}, held-out ASR {v['target_asr']:.2f}, mass near trigger "
+                 f"{v['target_mass_near_trigger']:.2f}")
+    tv = results["tv_comparison"]
+    if tv["difference"] is None:
+        lines.append(f"mask TV natural vs adversarial: fewer than 2 classes reach ASR {tv['min_asr']} on both")
+    else:
+        lines.append(f"mask TV at matched ASR (>= {tv['min_asr']}, {tv['classes']} classes): natural "
+                     f"{tv['natural_mean_tv']:.2f}, adversarial {tv['adversarial_mean_tv']:.2f}, difference "
+                     f"{tv['difference']:+.2f} (sign-flip p = {tv['p_value']:.3f})")
+    return "\n".join(lines)
