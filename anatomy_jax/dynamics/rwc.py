@@ -46,6 +46,14 @@ def layer_weights(params: Any, include: Callable[[str, np.ndarray], bool] | None
     return out
 
 
+def weight_names(params: Any, include: Callable[[str, Any], bool] | None = None) -> list[str]:
+    """The names `layer_weights` would return, without copying anything (works on the
+    `jax.ShapeDtypeStruct`s of `jax.eval_shape`)."""
+    include = include or (lambda name, w: w.ndim > 1)
+    return [name for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+            if include(name := _path_name(path), leaf)]
+
+
 def _rwc(prev: np.ndarray, new: np.ndarray, mode: str) -> float:
     prev = prev.astype(np.float64)
     delta = np.abs(new.astype(np.float64) - prev)

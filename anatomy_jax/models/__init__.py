@@ -2,8 +2,9 @@
 
 from anatomy_jax.models.base import StagedNetwork, channels
 from anatomy_jax.models.convnets import MLP, VGG, AlexNet, SmallCNN
-from anatomy_jax.models.registry import MODEL_NAMES, check_model_names, create_model
+from anatomy_jax.models.efficientnet import EfficientNet
+from anatomy_jax.models.registry import MODEL_NAMES, check_model_names, create_model, layer_groups, layer_types
 from anatomy_jax.models.resnets import ResNet, ResNeXt, WideResNet
 
-__all__ = ["MLP", "MODEL_NAMES", "VGG", "AlexNet", "ResNeXt", "ResNet", "SmallCNN", "StagedNetwork",
-           "WideResNet", "channels", "check_model_names", "create_model"]
+__all__ = ["MLP", "MODEL_NAMES", "VGG", "AlexNet", "EfficientNet", "ResNeXt", "ResNet", "SmallCNN", "StagedNetwork",
+           "WideResNet", "channels", "check_model_names", "create_model", "layer_groups", "layer_types"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from anatomy_jax.models.base import (ConvNormAct, ConvStack, DenseAct, Flatten, GlobalPool, Logits, Stage,
@@ -64,12 +65,25 @@ class AlexNet(StagedNetwork):
         out.append(("features", lambda name: DenseAct(channels(256, self.width), dtype=self.dtype, name=name)))
         return out + [("logits", lambda name: Logits(self.num_classes, dtype=self.dtype, name=name))]
 
+    def layer_groups(self, names: Sequence[str]) -> list[str]:
+        """The paper's groups: conv1 early, conv2-3 middle, conv4-5 late, the dense layers classifier."""
+        convs = {"conv1": "early", "conv2": "middle", "conv3": "middle", "conv4": "late", "conv5": "late"}
+        return ["classifier" if _classifier_or(n, (*convs, "fc1", "features", "logits")) else convs[n.split("/")[0]]
+                for n in names]
+
 
 VGG_CONFIGS = {
     "vgg11": ((64,), (128,), (256, 256), (512, 512), (512, 512)),
     "vgg16": ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
     "vgg19": ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512)),
 }
+
+
+def _classifier_or(name: str, tops: Sequence[str]) -> bool:
+    top = name.split("/", 1)[0]
+    if top not in tops:
+        raise ValueError(f"{name!r} is not a weight of this model")
+    return top in ("fc1", "features", "logits")
 
 
 class VGG(StagedNetwork):
@@ -87,3 +101,13 @@ class VGG(StagedNetwork):
         ]
         out.append(("features", lambda name: GlobalPool(name=name)))
         return out + [("logits", lambda name: Logits(self.num_classes, dtype=self.dtype, name=name))]
+
+    def layer_groups(self, names: Sequence[str]) -> list[str]:
+        """The paper's groups by conv layer index in depth order: 1-4 early, 5-11 middle, 12+ late
+        (VGG-19: 4 / 7 / 5 convs); the linear classifier is `classifier`."""
+        blocks = tuple(f"block{i + 1}" for i in range(len(VGG_CONFIGS[self.config])))
+        convs = sorted((n for n in names if not _classifier_or(n, (*blocks, "features", "logits"))),
+                       key=lambda n: [int(t) for t in re.findall(r"\d+", n)])
+        index = {n: i + 1 for i, n in enumerate(convs)}
+        return ["classifier" if n not in index else "early" if index[n] <= 4 else "middle" if index[n] <= 11
+                else "late" for n in names]

@@ -4,6 +4,7 @@ and the paper's 8x64d), Wide ResNet (WRN-16-4)."""
 from __future__ import annotations
 
 import functools
+import re
 
 from typing import Any, Sequence
 
@@ -16,6 +17,24 @@ from anatomy_jax.models.base import ConvNormAct, GlobalPool, Logits, Stage, Stag
 
 def _bn(train: bool, dtype: Any, name: str | None = None, axis: str | None = None) -> nn.BatchNorm:
     return batch_norm(train, dtype, axis, name)
+
+
+def residual_layer_groups(names: Sequence[str]) -> list[str]:
+    """The paper's groups of a residual network's weight paths: `stem`, `block<i>` for stage i
+    (`layer<i>`, `stage<i>` or `group<i>`; shortcut convs belong to their block), `classifier`."""
+    groups = []
+    for name in names:
+        top = name.split("/", 1)[0]
+        stage = re.fullmatch(r"(?:layer|stage|group)(\d+)", top)
+        if stage:
+            groups.append(f"block{stage.group(1)}")
+        elif top in ("stem", "classifier"):
+            groups.append(top)
+        elif top in ("features", "logits"):
+            groups.append("classifier")
+        else:
+            raise ValueError(f"{name!r} is not a weight of a residual network")
+    return groups
 
 
 class SplitGroupConv:
@@ -151,6 +170,10 @@ class ResNet(StagedNetwork):
     blocks: Sequence[int] = (2, 2, 2, 2)
     preact: bool = False
 
+    def layer_groups(self, names: Sequence[str]) -> list[str]:
+        """stem, block1.., classifier per weight path (see `residual_layer_groups`)."""
+        return residual_layer_groups(names)
+
     def stages(self) -> Sequence[Stage]:
         kind = "preact" if self.preact else "basic"
         stem_channels = channels(64, self.width)
@@ -192,6 +215,10 @@ class ResNeXt(StagedNetwork):
     blocks_per_stage: int = 3
     stage_features: int = 128
 
+    def layer_groups(self, names: Sequence[str]) -> list[str]:
+        """stem, block1.., classifier per weight path (see `residual_layer_groups`)."""
+        return residual_layer_groups(names)
+
     def stages(self) -> Sequence[Stage]:
         out: list[Stage] = [("stem", lambda name: ConvNormAct(channels(64, self.width), dtype=self.dtype,
                                                               norm_axis=self.norm_axis, name=name))]
@@ -216,6 +243,10 @@ class WideResNet(StagedNetwork):
 
     depth: int = 16
     widen_factor: int = 4
+
+    def layer_groups(self, names: Sequence[str]) -> list[str]:
+        """stem, block1.., classifier per weight path (see `residual_layer_groups`)."""
+        return residual_layer_groups(names)
 
     def stages(self) -> Sequence[Stage]:
         if self.depth < 10 or (self.depth - 4) % 6:

@@ -21,7 +21,8 @@ def plot_patterns(results: dict[str, Any], arrays: Mapping[str, np.ndarray], pat
     models = list(results["models"])
     examples = arrays["examples"]
     k = examples.shape[0]
-    fig, axes = subplots(3 * len(models), k, figsize=(1.1 * k + 1, 3.3 * len(models)), squeeze=False)
+    fig, axes = subplots(3 * len(models), k, figsize=(1.1 * k + 1, 3.9 * len(models)), squeeze=False,
+                         gridspec_kw={"hspace": 0.6})
     gray = {"cmap": "gray", "vmin": 0, "vmax": 1} if examples.shape[-1] == 1 else {}
     for m, name in enumerate(models):
         masks, patterns = arrays[f"{name}_masks"], arrays[f"{name}_patterns"]
@@ -55,7 +56,7 @@ def plot_mask_areas(results: dict[str, Any], path: pathlib.Path) -> None:
         ax.set_xlabel("class")
         ax.set_xticks([r["class"] for r in rows])
     axes[0, 0].set_ylabel("mask area (share of the image)")
-    fig.suptitle(f"mask area per class (red: backdoor target {target})")
+    fig.suptitle(f"mask area per class (red: backdoor target {target})", y=1.04)
     fig.savefig(path, dpi=110, bbox_inches="tight")
 
 

@@ -35,36 +35,43 @@ def plot_rwc_per_layer(results: dict[str, Any], path: pathlib.Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def plot_rwc_by_depth(results: dict[str, Any], path: pathlib.Path) -> None:
-    """Mean RWC of the early, middle and late third of the layers over epochs, per model."""
+def plot_rwc_by_group(results: dict[str, Any], path: pathlib.Path) -> None:
+    """Mean RWC of each layer group (the papers' groups: ResNet blocks, VGG/AlexNet early/middle/late)
+    over epochs, the band one standard deviation over seeds, one panel per model."""
     models = results["models"]
     fig, axes = _panels(len(models))
     for ax, (name, m) in zip(axes, models.items()):
-        rwc = matrix_from_json(m["mean_rwc"])
-        epochs = np.arange(1, rwc.shape[1] + 1)
-        for part, label in zip(np.array_split(rwc, 3), ("early", "middle", "late")):
-            if len(part):
-                ax.plot(epochs, np.nanmean(part, axis=0), label=label, marker="o", markersize=3)
+        colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, max(len(m["group_rwc"]), 1)))
+        for (group, curve), color in zip(m["group_rwc"].items(), colors):
+            mean = np.array([np.nan if v is None else v for v in curve], dtype=float)
+            std = np.array([np.nan if v is None else v for v in m["group_rwc_std"][group]], dtype=float)
+            epochs = np.arange(1, len(mean) + 1)
+            ax.plot(epochs, mean, label=group, marker="o", markersize=3, color=color)
+            ax.fill_between(epochs, np.clip(mean - std, 1e-12, None), mean + std, color=color, alpha=0.2)
         ax.set_yscale("log")
-        ax.set_title(name)
+        ax.set_title(f"{name} ({len(m['runs'])} seed{'s' if len(m['runs']) > 1 else ''})")
         ax.set_xlabel("epoch")
         ax.set_ylabel("mean relative weight change")
-        ax.legend()
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.savefig(path, dpi=120)
 
 
 def plot_scree(results: dict[str, Any], path: pathlib.Path) -> None:
-    """k-means SSE against k per model, the elbow marked."""
+    """k-means SSE against k per model, on the original matrix and its PCA reduction, elbows marked."""
     models = {k: m for k, m in results["models"].items() if m["clusters"]}
     fig, axes = _panels(max(len(models), 1), 3.8, 3.2)
     for ax, (name, m) in zip(axes, models.items()):
-        c = m["clusters"]
-        ax.plot(c["ks"], c["sse"], marker="o")
-        ax.axvline(c["k"], color="red", linestyle="--", label=f"elbow k = {c['k']}")
+        for c, label, color in ((m["clusters"], "original", "C0"), (m.get("clusters_pca"), "PCA", "C1")):
+            if not c:
+                continue
+            sse = np.asarray(c["sse"], dtype=float)
+            ax.plot(c["ks"], sse / sse[0] if sse[0] > 0 else sse, marker="o", color=color,
+                    label=f"{label}: elbow k = {c['k']}")
+            ax.axvline(c["k"], color=color, linestyle="--")
         ax.set_title(name)
         ax.set_xlabel("k")
-        ax.set_ylabel("SSE")
+        ax.set_ylabel("SSE / SSE at k = 1")
         ax.legend()
         ax.grid(alpha=0.3)
     fig.savefig(path, dpi=120)
@@ -90,7 +97,7 @@ def plot_clusters(results: dict[str, Any], path: pathlib.Path) -> None:
 def plot_all(results: dict[str, Any], out: str | pathlib.Path) -> list[str]:
     """Writes the four figures into `out`; returns their file names."""
     out = pathlib.Path(out)
-    figures = {"rwc_per_layer.png": plot_rwc_per_layer, "rwc_by_depth.png": plot_rwc_by_depth,
+    figures = {"rwc_per_layer.png": plot_rwc_per_layer, "rwc_by_group.png": plot_rwc_by_group,
                "scree.png": plot_scree, "clusters.png": plot_clusters}
     for name, plot in figures.items():
         plot(results, out / name)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from anatomy_jax.dynamics import RWCTracker, cluster_layers, depth_order, elbow, relative_weight_change
+from anatomy_jax.dynamics import (RWCTracker, clean_matrix, cluster_by_type, cluster_layers, depth_order, elbow,
+                                  group_rwc, group_rwc_std, relative_weight_change, rwc_claims)
 
 PREV = {"conv": {"kernel": np.array([[1.0, -2.0], [0.0, 4.0]]), "bias": np.array([1.0, 1.0])},
         "dense": {"kernel": np.array([[0.5, 0.0, -1.0]])}}
@@ -55,13 +56,102 @@ def test_clustering_recovers_planted_groups_and_k():
     matrix = np.stack([centers[g] + rng.normal(0, 0.003, epochs.shape) for g in planted])
     matrix[4, 3] = np.nan
     matrix[7, 0] = np.inf
-    result = cluster_layers(matrix, max_k=8)
+    result = cluster_layers(matrix, max_k=8, drop_first_last=False)
     assert result["k"] == 3
     assert adjusted_rand_score(planted, result["labels"]) == 1.0
     assert np.isfinite(result["matrix"]).all()
     assert len(result["pca"]) == 18 and len(result["pca"][0]) == 2
     assert result["sse"] == sorted(result["sse"], reverse=True)
     assert elbow([100, 20, 15, 12, 10]) == 2
+
+
+def _planted(rng, n_layers: int, epochs: int = 12, groups: int = 3):
+    t = np.arange(epochs)
+    centers = [0.05 + 0.2 * ((t >= 4 * g) & (t < 4 * g + 4)) for g in range(groups)]
+    planted = np.arange(n_layers) * groups // n_layers
+    return planted, np.stack([centers[g] + rng.normal(0, 0.003, epochs) for g in planted])
+
+
+def test_weightscale_defaults_are_the_published_ones():
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(1)
+    planted, matrix = _planted(rng, 24)
+    names = [f"layer{i}" for i in range(24)]
+    result = cluster_layers(matrix, names)
+    # first and last layers dropped, k = 1..17, seed 42069, 2-sigma outliers replaced
+    assert result["names"] == names[1:-1] and result["ks"] == list(range(1, 18))
+    cleaned = clean_matrix(matrix[1:-1], 2.0)
+    np.testing.assert_allclose(result["matrix"], cleaned)
+    for k in (1, 3, 5):
+        ref = KMeans(k, init="k-means++", n_init=10, max_iter=300, random_state=42069).fit(cleaned)
+        assert result["sse"][k - 1] == pytest.approx(ref.inertia_, rel=1e-9)
+    assert result["k"] == 3 and adjusted_rand_score(planted[1:-1], result["labels"]) == 1.0
+    # the PCA-reduced variant: k-means on the layers' first 2 principal components
+    reduced = cluster_layers(matrix, names, pca_dim=2)
+    coords = PCA(2, random_state=42069).fit_transform(cleaned)
+    ref = KMeans(3, init="k-means++", n_init=10, max_iter=300, random_state=42069).fit(coords)
+    assert reduced["pca_dim"] == 2 and reduced["sse"][2] == pytest.approx(ref.inertia_, rel=1e-6)
+    assert reduced["sse"][0] < result["sse"][0]  # the reduced data keep only part of the variance
+    assert reduced["k"] == 3 and adjusted_rand_score(planted[1:-1], reduced["labels"]) == 1.0
+    assert cluster_layers(matrix[:6])["ks"] == [1, 2, 3, 4]  # fewer k only with fewer layers
+    with pytest.raises(ValueError, match="pca_dim"):
+        cluster_layers(matrix, pca_dim=0)
+
+
+def test_outlier_replacement_also_replaces_a_real_epoch1_peak():
+    row = np.array([[10.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], [np.inf, 2.0, 4.0, np.nan, 2.0, 4.0, 2.0,
+                                                                         4.0, 2.0, 4.0]])
+    cleaned = clean_matrix(row, 2.0)
+    # |10 - 1.9| = 8.1 > 2 * std (2 * 2.7): the epoch-1 peak becomes the layer mean, as in WeightScale
+    np.testing.assert_allclose(cleaned[0], [1.9] + [1.0] * 9)
+    np.testing.assert_allclose(cleaned[1], [3.0, 2.0, 4.0, 3.0, 2.0, 4.0, 2.0, 4.0, 2.0, 4.0])
+    np.testing.assert_allclose(clean_matrix(row, None)[0], row[0])
+
+
+def test_cluster_by_type_clusters_each_type_alone():
+    rng = np.random.default_rng(2)
+    planted_a, a = _planted(rng, 12)
+    planted_b, b = _planted(rng, 8, groups=2)
+    types = ["depthwise"] * 12 + ["pointwise"] * 8 + ["stem"]
+    matrix = np.concatenate([a, b, np.full((1, 12), 0.3)])
+    names = [f"l{i}" for i in range(21)]
+    out = cluster_by_type(matrix, names, types, ("depthwise", "pointwise", "squeeze_excite"), max_k=6)
+    assert set(out) == {"depthwise", "pointwise"}  # no squeeze-excite layers, stem not asked for
+    assert out["depthwise"]["names"] == names[:12] and out["pointwise"]["names"] == names[12:20]
+    assert out["depthwise"]["k"] == 3 and adjusted_rand_score(planted_a, out["depthwise"]["labels"]) == 1.0
+    assert out["pointwise"]["k"] == 2 and adjusted_rand_score(planted_b, out["pointwise"]["labels"]) == 1.0
+    with pytest.raises(ValueError, match="types"):
+        cluster_by_type(matrix, names, types[:-1])
+
+
+def test_group_rwc_averages_over_layers_and_seeds_and_checks_the_claims():
+    groups = ["stem", "block1", "block1", "block2", "block3", "block4", "classifier"]
+    base = np.array([0.5, 1.0, 3.0, 3.0, 4.0, 3.5, 9.0])[:, None] * np.array([10.0, 1.0, 1.0])  # epoch 1 large
+    seeds = np.stack([base, base * 1.5])
+    seeds[1, 2, 2] = np.nan  # seed 1 stopped early for one layer-epoch
+    seeds[0, 1, 1] = np.inf
+    curves = group_rwc(seeds, groups)
+    assert list(curves) == ["stem", "block1", "block2", "block3", "block4", "classifier"]
+    # block1, epoch 2: finite values 3.0 (seed 0, layer 2), 1.5 and 4.5 (seed 1): inf is left out
+    assert curves["block1"][1] == pytest.approx((3.0 + 1.5 + 4.5) / 3)
+    assert curves["block2"] == pytest.approx([37.5, 3.75, 3.75])
+    std = group_rwc_std(seeds, groups)
+    assert std["block2"] == pytest.approx([7.5, 0.75, 0.75])  # per-seed means 30/45, 3/4.5
+    claims = {c["claim"]: c for c in rwc_claims(seeds, groups, "mnist")}
+    assert claims["block1 < block2 < block3"]["holds"] is True
+    assert claims["simple task: block4 <= block3"]["holds"] is True
+    assert claims["later layers change more: block4 > block1"]["holds"] is True
+    assert claims["block1 < block2 < block3"]["seeds"] == 2
+    assert claims["block1 < block2 < block3"]["values"]["block2"] == pytest.approx(3.75)
+    hard = {c["claim"]: c for c in rwc_claims(seeds, groups, "cifar100")}
+    assert hard["CIFAR-100: block4 > block3"]["holds"] is False
+    assert hard["CIFAR-100: block4 > block3"]["seeds_holding"] == 0
+    vgg = {c["claim"]: c for c in rwc_claims(np.array([[9, 1, 1], [9, 3, 3], [9, 2, 2.0]]), ["early", "middle", "late"],
+                                              "cifar10")}
+    assert vgg["later layers change more: late > early"]["holds"] and vgg["simple task: late <= middle"]["holds"]
+    assert rwc_claims(np.ones((3, 1)), ["block1", "block2", "block3"], "mnist")[0]["holds"] is None  # 1 epoch
 
 
 def test_tracker_does_not_change_training():
@@ -149,3 +239,12 @@ def test_rwc_on_mnist_is_finite_positive_and_largest_first(mnist):
     assert np.isfinite(matrix).all() and (matrix > 0).all()
     first_largest = (matrix[:, 0] >= matrix[:, 1:].max(axis=1)).mean()
     assert first_largest >= 0.5, matrix
+    # the two definitions on the same run, at the scales of the stored reference dicts (SPEC seed 003):
+    # the authors' element-wise mean is O(1), the paper's L1 ratio O(1e-2..1e-1)
+    elementwise = np.asarray(record["rwc_by_mode"]["elementwise"], dtype=float)[:, 1:]
+    l1 = np.asarray(record["rwc_by_mode"]["l1_ratio"], dtype=float)[:, 1:]
+    np.testing.assert_allclose(l1, matrix[:, 1:])
+    assert 0.1 <= np.median(elementwise) <= 10, np.median(elementwise)
+    assert 0.005 <= np.median(l1) <= 0.2, np.median(l1)
+    # the element-wise mean weights small weights (large relative changes) like large ones
+    assert (elementwise > l1).all() and np.median(elementwise / l1) >= 1.5, (elementwise, l1)
