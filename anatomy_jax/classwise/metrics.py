@@ -74,6 +74,13 @@ def mask_total_variation(masks: jax.Array) -> jax.Array:
     return (jnp.abs(jnp.diff(masks, axis=1)).sum(axis=(1, 2)) + jnp.abs(jnp.diff(masks, axis=2)).sum(axis=(1, 2)))
 
 
+def mask_boundary_ratio(masks: jax.Array) -> jax.Array:
+    """(K,) total variation / sqrt(mask L1 in pixels): the boundary relative to the size, a shape
+    measure free of area (4 for a square inside the image, larger for fragmented or ragged masks), so
+    masks of different areas can be compared for simplicity."""
+    return mask_total_variation(masks) / jnp.sqrt(masks.sum(axis=(1, 2)))
+
+
 def anomaly_index(values: np.ndarray | jax.Array) -> np.ndarray:
     """Neural Cleanse's MAD anomaly index of each value: |v - median| / (1.4826 * MAD), MAD the
     median of |v - median|. Where MAD is 0, values equal to the median score 0 and others inf."""

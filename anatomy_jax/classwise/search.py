@@ -86,7 +86,7 @@ class ClassPatterns(NamedTuple):
     classes: np.ndarray  # (K,) int
     masks: np.ndarray  # (K, H, W) in [0, 1]
     patterns: np.ndarray  # (K, H, W, C) in [0, 1]
-    train_asr: np.ndarray  # (K,) batch-averaged success rate at the kept check
+    train_asr: np.ndarray  # (K,) batch-averaged success rate at the kept check (the last check if none reached)
     lambdas: np.ndarray  # (K,) lambda at the end of the search
     reached: np.ndarray  # (K,) bool: the target ASR was reached at some check
 
@@ -106,10 +106,13 @@ class _State(NamedTuple):
     best_area: jax.Array
     best: _Params
     best_asr: jax.Array
+    last_asr: jax.Array  # window-averaged success rate at the latest check
     reached: jax.Array
 
 
 def _total_variation(m: jax.Array) -> jax.Array:
+    """The TV penalty: mean |difference| of neighbours (so `tv_weight` does not scale with image
+    size; `metrics.mask_total_variation` reports the sum)."""
     return jnp.abs(jnp.diff(m, axis=0)).mean() + jnp.abs(jnp.diff(m, axis=1)).mean()
 
 
@@ -125,7 +128,7 @@ def _search_one(apply_fn: ApplyFn, settings: SearchSettings, variables: Any, ima
     params = _Params(jnp.full((h, w), logits_from_unit(jnp.float32(settings.mask_init))), pattern_logits)
     zero = jnp.zeros((), jnp.int32)
     state = _State(params, tx.init(params), jnp.float32(settings.init_lambda), zero, zero, jnp.float32(0),
-                   jnp.float32(jnp.inf), params, jnp.float32(0), jnp.bool_(False))
+                   jnp.float32(jnp.inf), params, jnp.float32(0), jnp.float32(0), jnp.bool_(False))
 
     def loss_fn(p: _Params, x: jax.Array, lam: jax.Array):
         m, pat = mask_from_logits(p.mask_logits), pattern_from_logits(p.pattern_logits)
@@ -163,13 +166,13 @@ def _search_one(apply_fn: ApplyFn, settings: SearchSettings, variables: Any, ima
         best = jax.tree.map(lambda new, old: jnp.where(better, new, old), state.params, state.best)
         return state._replace(lam=lam, up=up, down=down, asr_sum=jnp.float32(0),
                               best_area=jnp.where(better, area, state.best_area), best=best,
-                              best_asr=jnp.where(better, asr, state.best_asr), reached=state.reached | hit)
+                              best_asr=jnp.where(better, asr, state.best_asr), last_asr=asr,
+                              reached=state.reached | hit)
 
     state, _ = jax.lax.scan(step, state, jnp.arange(settings.steps))
     kept = jax.tree.map(lambda b, last: jnp.where(state.reached, b, last), state.best, state.params)
     return (mask_from_logits(kept.mask_logits), pattern_from_logits(kept.pattern_logits),
-            jnp.where(state.reached, state.best_asr, state.asr_sum / jnp.maximum(settings.steps % settings.check_every, 1)),
-            state.lam, state.reached)
+            jnp.where(state.reached, state.best_asr, state.last_asr), state.lam, state.reached)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

@@ -122,6 +122,11 @@ def rwc_claims(rwc: np.ndarray, groups: Sequence[str], dataset: str) -> list[dic
         elif name in HARD_DATASETS:
             claims.append(_claim("CIFAR-100: block4 > block3", {"block4": mean["block4"], "block3": mean["block3"]},
                                  lambda a, b: a > b, per_seed))
+    if {"early", "middle"} <= set(mean) and "late" not in mean:  # e.g. VGG-11: 8 convs, none from the 12th on
+        claims.append({"claim": "later layers change more: late > early", "holds": None, "values": {},
+                       "seeds_holding": 0, "seeds": 0,
+                       "reason": "no late group: the model has fewer convolutions than the paper's late group "
+                                 "starts at (the 12th)"})
     if {"early", "late"} <= set(mean):
         claims.append(_claim("later layers change more: late > early", {"late": mean["late"], "early": mean["early"]},
                              lambda a, b: a > b, per_seed))

@@ -20,8 +20,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from anatomy_jax.classwise import (CANVAS, SearchSettings, anomaly_index, flagged_classes, mask_area, mask_centroid,
-                                   mask_total_variation, mass_near_box, pattern_success_rate, search_class_patterns)
+from anatomy_jax.classwise import (CANVAS, SearchSettings, anomaly_index, flagged_classes, mask_area,
+                                   mask_boundary_ratio, mask_centroid, mask_total_variation, mass_near_box,
+                                   pattern_success_rate, search_class_patterns)
 from anatomy_jax.data import Dataset
 from anatomy_jax.experiment.options import DataOptions, DeviceOptions, OutputOptions
 from anatomy_jax.experiment.outputs import RESULTS_FILE, ZOO_DIR, default_out_dir, environment, prepare_output_dir
@@ -53,6 +54,9 @@ class ClassPatternsConfig(OutputOptions, DeviceOptions, DataOptions):
     weight_decay: float = flag(5e-4, "weight decay")
     augment: bool = flag(False, "random crop/flip while training (off: the trigger stays where it was planted)")
     seed: int = flag(0, "seed of the models' initialisation, data order and poison selection")
+    dtype: str = flag("float32", "compute dtype: float32, or bfloat16 for mixed precision (parameters, optimizer "
+                                 "state and logits stay float32; for GPU/TPU)")
+    pattern_seed: int = flag(0, "seed of the trigger's own random pixels (--pattern random)")
     pattern: str = flag("checkerboard", f"backdoor trigger kind (patch kinds: {', '.join(PATCH_KINDS)})")
     patch_size: int | None = flag(None, "side of the trigger in pixels (auto: 2 below 16 px, else 3)")
     location: str = flag("bottom-right", f"trigger corner: {', '.join(l for l in LOCATIONS if l != 'random')}")
@@ -115,12 +119,12 @@ class ClassPatternsConfig(OutputOptions, DeviceOptions, DataOptions):
     def training_config(self, adversarial: bool, eps: float = 0.1) -> TrainConfig:
         """How the natural and backdoored models train (or, `adversarial`, the PGD-trained one)."""
         return TrainConfig(model=self.model, width=self.width, weight_decay=self.weight_decay, augment=self.augment,
-                           steps=self.steps, batch_size=self.batch_size, checkpoint_every=self.steps,
+                           steps=self.steps, batch_size=self.batch_size, checkpoint_every=self.steps, dtype=self.dtype,
                            adversarial_eps=eps if adversarial else 0.0, adversarial_steps=self.adversarial_steps)
 
     def trigger(self, image_shape: tuple[int, int, int]) -> PatternSpec:
         size = self.patch_size if self.patch_size is not None else auto_patch_size(image_shape)
-        return PatternSpec(self.pattern, size, self.location)
+        return PatternSpec(self.pattern, size, self.location, seed=self.pattern_seed)
 
     def search_settings(self) -> SearchSettings:
         return SearchSettings(steps=self.search_steps, batch_size=self.search_batch_size,
@@ -130,7 +134,7 @@ class ClassPatternsConfig(OutputOptions, DeviceOptions, DataOptions):
     def training_settings(self, data: Dataset) -> dict[str, Any]:
         """What loaded models must have been trained with (JSON-normalised)."""
         keys = ("dataset", "train_size", "flip", "model", "width", "steps", "batch_size", "learning_rate",
-                "weight_decay", "augment", "seed", "pattern", "patch_size", "location", "target", "frequency",
+                "weight_decay", "augment", "seed", "dtype", "pattern", "pattern_seed", "patch_size", "location", "target", "frequency",
                 "correlation", "adversarial_steps")
         settings = {k: getattr(self, k) for k in keys}
         settings.update(patch_size=self.trigger(data.image_shape).size, adversarial_eps=self.eps(data))
@@ -186,6 +190,11 @@ def train_models(config: ClassPatternsConfig, data: Dataset, models_dir: pathlib
     return variables, summaries
 
 
+def _finite(value: float) -> float | None:
+    """JSON has no inf/NaN: a non-finite value (an anomaly index where MAD = 0) is written as null."""
+    return float(value) if np.isfinite(value) else None
+
+
 def class_rows(found, asr: np.ndarray, box: list[int]) -> list[dict[str, Any]]:
     """results.json's per-class entries of one model."""
     masks = np.asarray(found.masks)
@@ -193,31 +202,38 @@ def class_rows(found, asr: np.ndarray, box: list[int]) -> list[dict[str, Any]]:
     index = anomaly_index(areas)
     centroids = np.asarray(mask_centroid(masks))
     tv = np.asarray(mask_total_variation(masks))
+    ratio = np.asarray(mask_boundary_ratio(masks))
     near = np.asarray(mass_near_box(masks, box, NEAR_TRIGGER_PIXELS))
-    return [{"class": int(k), "asr": float(asr[i]), "mask_area": float(areas[i]), "anomaly_index": float(index[i]),
-             "centroid": [float(c) for c in centroids[i]], "mask_tv": float(tv[i]),
-             "mass_near_trigger": float(near[i]), "search_asr": float(found.train_asr[i]),
-             "reached_target": bool(found.reached[i]), "lambda": float(found.lambdas[i])}
+    return [{"class": int(k), "asr": float(asr[i]), "mask_area": float(areas[i]), "anomaly_index": _finite(index[i]),
+             "centroid": [_finite(c) for c in centroids[i]], "mask_tv": float(tv[i]),
+             "mask_boundary_ratio": _finite(ratio[i]), "mass_near_trigger": _finite(near[i]),
+             "search_asr": float(found.train_asr[i]), "reached_target": bool(found.reached[i]),
+             "lambda": float(found.lambdas[i])}
             for i, k in enumerate(found.classes)]
+
+
+SHAPE_MEASURES = ("mask_tv", "mask_boundary_ratio")
 
 
 def tv_comparison(natural: list[dict], adversarial: list[dict], min_asr: float = 0.5,
                   permutations: int = 10000, seed: int = 0) -> dict[str, Any]:
-    """The paper's "adversarially trained models learn simpler shapes" as a paired test: over the
-    classes whose patterns reach `min_asr` on held-out images for both models, the mean difference
-    of mask total variation (adversarial - natural), with a sign-flip permutation p-value (pairs
-    share the class, so they are paired, not independent samples). A simpler shape at matched
-    success has less boundary: a negative difference."""
-    pairs = [(a["mask_tv"], n["mask_tv"]) for n, a in zip(natural, adversarial)
-             if n["asr"] >= min_asr and a["asr"] >= min_asr]
-    out: dict[str, Any] = {"min_asr": min_asr, "classes": len(pairs), "natural_mean_tv": None,
-                           "adversarial_mean_tv": None, "difference": None, "p_value": None}
-    if len(pairs) < 2:
-        return out
-    diff = np.array([a - n for a, n in pairs])
-    out.update(natural_mean_tv=float(np.mean([n for _, n in pairs])),
-               adversarial_mean_tv=float(np.mean([a for a, _ in pairs])), difference=float(diff.mean()),
-               p_value=sign_flip_test(diff, num_permutations=permutations, seed=seed))
+    """The paper's "adversarially trained models learn simpler shapes" as paired tests over the
+    classes whose patterns reach `min_asr` on held-out images for both models: per shape measure the
+    means, the mean difference (adversarial - natural) and a sign-flip permutation p-value (the
+    pairs share the class: paired, not independent samples). `mask_tv` grows with the mask's size;
+    `mask_boundary_ratio` (TV / sqrt(L1)) does not, so a simpler shape shows there as a negative
+    difference whatever the areas."""
+    keep = [(n, a) for n, a in zip(natural, adversarial) if n["asr"] >= min_asr and a["asr"] >= min_asr]
+    out: dict[str, Any] = {"min_asr": min_asr, "classes": len(keep)}
+    for measure in SHAPE_MEASURES:
+        pairs = [(n[measure], a[measure]) for n, a in keep if n[measure] is not None and a[measure] is not None]
+        entry: dict[str, Any] = {"natural_mean": None, "adversarial_mean": None, "difference": None, "p_value": None}
+        if len(pairs) >= 2:
+            nat, adv = np.array(pairs).T
+            entry.update(natural_mean=float(nat.mean()), adversarial_mean=float(adv.mean()),
+                         difference=float((adv - nat).mean()),
+                         p_value=sign_flip_test(adv - nat, num_permutations=permutations, seed=seed))
+        out[measure] = entry
     return out
 
 
@@ -288,8 +304,13 @@ def backdoor_verdict(classes: list[dict], target: int) -> dict[str, Any]:
     smallest = min(classes, key=lambda r: r["mask_area"])["class"]
     out = {"target_mask_area": row["mask_area"], "smallest_class": smallest, "target_anomaly_index": row["anomaly_index"],
            "target_asr": row["asr"], "target_mass_near_trigger": row["mass_near_trigger"]}
-    out["recovered"] = bool(smallest == target and row["anomaly_index"] >= 2 and row["asr"] >= 0.9)
+    index = row["anomaly_index"]  # None where MAD = 0: undefined, not counted as recovered
+    out["recovered"] = bool(smallest == target and index is not None and index >= 2 and row["asr"] >= 0.9)
     return out
+
+
+def _fmt(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.2f}"
 
 
 def format_summary(results: dict[str, Any]) -> str:
@@ -304,13 +325,15 @@ def format_summary(results: dict[str, Any]) -> str:
     v = results["backdoor_recovered"]
     lines.append(f"backdoor {'recovered' if v['recovered'] else 'NOT recovered'}: target area "
                  f"{v['target_mask_area']:.3f} (smallest: class {v['smallest_class']}), anomaly index "
-                 f"{v['target_anomaly_index']:.2f}, held-out ASR {v['target_asr']:.2f}, mass near trigger "
-                 f"{v['target_mass_near_trigger']:.2f}")
+                 f"{_fmt(v['target_anomaly_index'])}, held-out ASR {v['target_asr']:.2f}, mass near trigger "
+                 f"{_fmt(v['target_mass_near_trigger'])}")
     tv = results["tv_comparison"]
-    if tv["difference"] is None:
-        lines.append(f"mask TV natural vs adversarial: fewer than 2 classes reach ASR {tv['min_asr']} on both")
-    else:
-        lines.append(f"mask TV at matched ASR (>= {tv['min_asr']}, {tv['classes']} classes): natural "
-                     f"{tv['natural_mean_tv']:.2f}, adversarial {tv['adversarial_mean_tv']:.2f}, difference "
-                     f"{tv['difference']:+.2f} (sign-flip p = {tv['p_value']:.3f})")
+    for measure in SHAPE_MEASURES:
+        m = tv[measure]
+        if m["difference"] is None:
+            lines.append(f"{measure} natural vs adversarial: fewer than 2 classes reach ASR {tv['min_asr']} on both")
+        else:
+            lines.append(f"{measure} at matched ASR (>= {tv['min_asr']}, {tv['classes']} classes): natural "
+                         f"{m['natural_mean']:.2f}, adversarial {m['adversarial_mean']:.2f}, difference "
+                         f"{m['difference']:+.2f} (sign-flip p = {m['p_value']:.3f})")
     return "\n".join(lines)

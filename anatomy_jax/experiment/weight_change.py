@@ -461,5 +461,6 @@ def format_summary(results: dict[str, Any]) -> str:
         for c in m["claims"]:
             verdict = {True: "holds", False: "FAILS", None: "n/a"}[c["holds"]]
             values = ", ".join(f"{g} {_fmt(v, 0)}" for g, v in c["values"].items())
-            lines.append(f"  paper: {c['claim']:<40} {verdict:>5} ({values}; {c['seeds_holding']}/{c['seeds']} seeds)")
+            detail = c["reason"] if "reason" in c else f"{values}; {c['seeds_holding']}/{c['seeds']} seeds"
+            lines.append(f"  paper: {c['claim']:<40} {verdict:>5} ({detail})")
     return "\n".join(lines)

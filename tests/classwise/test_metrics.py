@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from anatomy_jax.classwise import (anomaly_index, box_mass, flagged_classes, mask_area, mask_centroid,
+from anatomy_jax.classwise import (anomaly_index, box_mass, flagged_classes, mask_area, mask_boundary_ratio, mask_centroid,
                                    mask_total_variation, mass_near_box, pattern_success_rate, stamp_soft)
 
 
@@ -46,6 +46,10 @@ def test_geometry_of_a_square_mask():
     # boundary length inside the image: the square touches two image edges, so 3 + 3 unit edges remain
     assert float(mask_total_variation(masks)[0]) == pytest.approx(6.0)
     assert float(mask_total_variation(masks)[1]) == pytest.approx(2 + 4 * 3)
+    inner = np.zeros((1, 8, 8), np.float32)
+    inner[0, 2:5, 2:5] = 1.0  # a square away from the edges: boundary 4 s, sqrt(area) s
+    assert float(mask_boundary_ratio(inner)[0]) == pytest.approx(4.0)
+    assert float(mask_boundary_ratio(np.kron(np.ones((1, 1, 1)), np.tile([[1, 0], [0, 1]], (4, 4))))[0]) > 4.0
     np.testing.assert_allclose(box_mass(masks, (6, 6, 8, 8)), [4 / 9, 0.0])
     np.testing.assert_allclose(mass_near_box(masks, (6, 6, 8, 8), margin=1), [1.0, 0.0])
     # rows 0..2 and cols 2..6 lie within 2 px of the box: (2, 6) does (mass 3 of 4), (0, 0) does not

@@ -248,3 +248,14 @@ def test_rwc_on_mnist_is_finite_positive_and_largest_first(mnist):
     assert 0.005 <= np.median(l1) <= 0.2, np.median(l1)
     # the element-wise mean weights small weights (large relative changes) like large ones
     assert (elementwise > l1).all() and np.median(elementwise / l1) >= 1.5, (elementwise, l1)
+
+
+def test_a_model_without_a_late_group_reports_the_claim_as_undecided():
+    """VGG-11 has 8 convolutions: the paper's late group (the 12th on) is empty, so the claim
+    'late > early' is reported as undecided with a reason, not silently dropped."""
+    from anatomy_jax.dynamics.groups import rwc_claims
+
+    rwc = np.abs(np.random.default_rng(0).normal(size=(2, 4, 5)))
+    claims = rwc_claims(rwc, ["early", "early", "middle", "middle"], "digits")
+    assert [c["claim"] for c in claims] == ["later layers change more: late > early"]
+    assert claims[0]["holds"] is None and "no late group" in claims[0]["reason"]

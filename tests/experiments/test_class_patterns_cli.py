@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from anatomy_jax.experiment.class_patterns import (ClassPatternsConfig, backdoor_verdict, format_summary,
+from anatomy_jax.classwise import ClassPatterns
+from anatomy_jax.experiment.class_patterns import (ClassPatternsConfig, backdoor_verdict, class_rows, format_summary,
                                                    run_class_patterns, trigger_box, tv_comparison)
 from anatomy_jax.experiment.cli import run_main
 from anatomy_jax.poison import PatternSpec
@@ -19,7 +20,8 @@ from tests.conftest import ROOT
 SCRIPT = str(ROOT / "experiments" / "class_patterns.py")
 TINY = ["--steps", "150", "--adversarial-steps", "2", "--search-steps", "40", "--search-images", "300",
         "--search-batch-size", "16"]
-CLASS_KEYS = {"class", "asr", "mask_area", "anomaly_index", "centroid", "mask_tv", "mass_near_trigger"}
+CLASS_KEYS = {"class", "asr", "mask_area", "anomaly_index", "centroid", "mask_tv", "mass_near_trigger",
+              "mask_boundary_ratio"}
 
 
 def run_cli(*args, timeout=600):
@@ -32,13 +34,27 @@ def test_trigger_box_is_the_patch_with_exclusive_ends():
 
 
 def test_tv_comparison_is_a_paired_test_over_classes_both_models_reach():
-    natural = [{"asr": 0.9, "mask_tv": 10.0 + k} for k in range(8)]
-    adversarial = [{"asr": 0.9, "mask_tv": 6.0 + k} for k in range(8)]
+    natural = [{"asr": 0.9, "mask_tv": 10.0 + k, "mask_boundary_ratio": 5.0} for k in range(8)]
+    adversarial = [{"asr": 0.9, "mask_tv": 6.0 + k, "mask_boundary_ratio": 5.0 + 0.1 * (-1) ** k} for k in range(8)]
     adversarial[0]["asr"] = 0.1  # not matched: left out
     out = tv_comparison(natural, adversarial)
-    assert out["classes"] == 7 and out["difference"] == pytest.approx(-4.0)
-    assert out["p_value"] == pytest.approx(2 / 2 ** 7)  # exact: only all-minus and all-plus flips are as extreme
-    assert tv_comparison(natural[:1], adversarial[:1])["p_value"] is None
+    assert out["classes"] == 7
+    assert out["mask_tv"]["difference"] == pytest.approx(-4.0)
+    assert out["mask_tv"]["p_value"] == pytest.approx(2 / 2 ** 7)  # exact: only all-minus and all-plus are as extreme
+    ratio = out["mask_boundary_ratio"]
+    assert ratio["difference"] == pytest.approx(-0.1 / 7) and ratio["p_value"] > 0.5  # signs alternate: no effect
+    assert tv_comparison(natural[:1], adversarial[:1])["mask_tv"]["p_value"] is None
+
+
+def test_class_rows_write_an_undefined_anomaly_index_as_null():
+    """Tied mask areas (MAD = 0, e.g. masks saturated at 1) make the index infinite for the odd one
+    out: results.json (strict JSON) gets null and the verdict does not count it."""
+    found = ClassPatterns(np.arange(4), np.stack([np.ones((8, 8))] * 3 + [np.full((8, 8), 0.5)]),
+                          np.zeros((4, 8, 8, 1)), np.ones(4), np.ones(4), np.ones(4, bool))
+    rows = class_rows(found, np.ones(4), [6, 6, 8, 8])
+    assert [r["anomaly_index"] for r in rows] == [0.0, 0.0, 0.0, None]
+    json.dumps(rows, allow_nan=False)
+    assert not backdoor_verdict(rows, 3)["recovered"]
 
 
 def test_backdoor_verdict_needs_all_three_conditions():
@@ -58,6 +74,7 @@ def test_backdoor_verdict_needs_all_three_conditions():
     (["--dataset", "imagenet"], "unknown dataset"),
     (["--target", "10"], "not a class of digits"),
     (["--patch-size", "9"], "does not fit"),
+    (["--dtype", "float16"], "unknown dtype"),
 ])
 def test_bad_settings_fail_early_with_a_clear_message(tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_:
