@@ -87,9 +87,8 @@ def backdoored_mnist_cnn(tmp_path_factory) -> BackdooredMnist:
     load it (the study runner loads a complete study instead of training it)."""
     import fcntl
 
-    import jax
-
-    from anatomy_jax.experiment.class_patterns import ClassPatternsConfig, model_studies, trigger_box
+    from anatomy_jax.experiment.backdoor_models import train_studies, trigger_box
+    from anatomy_jax.experiment.class_patterns import ClassPatternsConfig, model_studies
     from anatomy_jax.models.registry import create_model
 
     config = ClassPatternsConfig(**BACKDOORED_MNIST)
@@ -97,21 +96,12 @@ def backdoored_mnist_cnn(tmp_path_factory) -> BackdooredMnist:
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent  # one folder above every worker's own
-    folder = shared / "backdoored_mnist_cnn"
-    folder.mkdir(exist_ok=True)
-    study = model_studies(config, data)["standard"]
+    studies = {"backdoored_mnist_cnn": model_studies(config, data)["standard"]}
     with open(shared / "backdoored_mnist_cnn.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        trained = study.run(folder, settings=config.training_settings(data), resume=True,
-                            summarise=lambda spec, history, stats, tracked: {
-                                **spec.grid, "clean_accuracy": history["clean_accuracy"][-1],
-                                "trigger_asr": history["attack_success_rate"][-1][0]},
-                            keep_checkpoints=1, keep_chunk_states=True, return_states=True, progress=False)
+        variables, summaries = train_studies(studies, config.training_settings(data), shared, progress=False)
         fcntl.flock(lock, fcntl.LOCK_UN)
-    variables = {e["model"]: jax.device_put({"params": s.params, **({"batch_stats": s.batch_stats} if s.batch_stats
-                                                                    else {})})
-                 for e, s in zip(trained.entries, trained.states)}
     return BackdooredMnist(create_model("cnn", num_classes=10), variables["natural"], variables["backdoored"], data,
                            config.target, trigger_box(config.trigger(data.image_shape), data.image_shape),
-                           {e["model"]: e["clean_accuracy"] for e in trained.entries},
-                           {e["model"]: e["trigger_asr"] for e in trained.entries})
+                           {name: s["clean_accuracy"] for name, s in summaries.items()},
+                           {name: s["trigger_asr"] for name, s in summaries.items()})

@@ -26,14 +26,13 @@ from anatomy_jax.classwise import (CANVAS, SearchSettings, anomaly_index, flagge
 from anatomy_jax.data import Dataset
 from anatomy_jax.experiment.options import DataOptions, DeviceOptions, OutputOptions
 from anatomy_jax.experiment.outputs import RESULTS_FILE, ZOO_DIR, default_out_dir, environment, prepare_output_dir
-from anatomy_jax.experiment.pattern_rate import auto_patch_size, dataset_summary
+from anatomy_jax.experiment.backdoor_models import (BackdoorModelOptions, train_studies,
+                                                    trigger_box)
+from anatomy_jax.experiment.pattern_rate import dataset_summary
 from anatomy_jax.experiment.study import Study
-from anatomy_jax.models.registry import MODEL_NAMES, create_model
-from anatomy_jax.poison import LOCATIONS, PATTERN_KINDS, PatternSpec, PoisonSpec, make_patterns
-from anatomy_jax.poison.patterns import PATCH_KINDS
-from anatomy_jax.train import RunSpec, TrainConfig
+from anatomy_jax.models.registry import create_model
 from anatomy_jax.train.evaluation import to_float
-from anatomy_jax.utils.errors import SettingsError, settings_errors
+from anatomy_jax.utils.errors import settings_errors
 from anatomy_jax.utils.fields import flag
 from anatomy_jax.utils.serialize import write_json
 from anatomy_jax.utils.statistics import sign_flip_test
@@ -43,26 +42,9 @@ NEAR_TRIGGER_PIXELS = 2  # mass_near_trigger: the mask's mass within this many p
 
 
 @dataclasses.dataclass(frozen=True)
-class ClassPatternsConfig(OutputOptions, DeviceOptions, DataOptions):
+class ClassPatternsConfig(OutputOptions, DeviceOptions, DataOptions, BackdoorModelOptions):
     """Settings of the class-wise pattern study; defaults suit digits on 2 CPU cores (< 4 min)."""
 
-    model: str = flag("cnn", f"architecture of the three models: {', '.join(MODEL_NAMES)}")
-    width: float = flag(1.0, "channel width multiplier")
-    steps: int = flag(600, "training steps of each model")
-    batch_size: int = flag(128, "training batch size")
-    learning_rate: float = flag(0.05, "SGD learning rate (momentum 0.9, constant)")
-    weight_decay: float = flag(5e-4, "weight decay")
-    augment: bool = flag(False, "random crop/flip while training (off: the trigger stays where it was planted)")
-    seed: int = flag(0, "seed of the models' initialisation, data order and poison selection")
-    dtype: str = flag("float32", "compute dtype: float32, or bfloat16 for mixed precision (parameters, optimizer "
-                                 "state and logits stay float32; for GPU/TPU)")
-    pattern_seed: int = flag(0, "seed of the trigger's own random pixels (--pattern random)")
-    pattern: str = flag("checkerboard", f"backdoor trigger kind (patch kinds: {', '.join(PATCH_KINDS)})")
-    patch_size: int | None = flag(None, "side of the trigger in pixels (auto: 2 below 16 px, else 3)")
-    location: str = flag("bottom-right", f"trigger corner: {', '.join(l for l in LOCATIONS if l != 'random')}")
-    target: int = flag(0, "backdoor target class")
-    frequency: float = flag(0.1, "share of training images that carry the trigger (backdoored model)")
-    correlation: float = flag(1.0, "share of the trigger-carrying images relabelled to the target")
     adversarial_eps: float | None = flag(None, "L-inf radius of PGD adversarial training on [0, 1] pixels (auto: "
                                                "0.1 on grayscale data, 8/255 on colour; 0 is refused)")
     adversarial_steps: int = flag(7, "PGD steps of adversarial training (step size 2.5 eps / steps)")
@@ -77,54 +59,28 @@ class ClassPatternsConfig(OutputOptions, DeviceOptions, DataOptions):
     canvas: str = flag("none", f"pattern start: {', '.join(CANVAS)} (init: from an image of the class; near: "
                                "also penalise the distance to it)")
     class_chunk: int = flag(0, "classes searched together (0 = all at once; fewer saves memory)")
-    models_dir: str | None = flag(None, "directory of the three models' checkpoints (default: <out>/zoo); complete "
-                                        "ones with the same training settings are loaded, the others trained")
 
     def validate(self) -> None:
         """ValueError naming the first bad value (dataset-dependent checks come with the data)."""
         self.validate_data()
         self.validate_devices()
         self.validate_output()
-        if self.model not in MODEL_NAMES:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}")
-        if self.pattern not in PATTERN_KINDS:
-            raise ValueError(f"unknown pattern kind {self.pattern!r}; choose one of {', '.join(PATTERN_KINDS)}")
-        if self.pattern not in PATCH_KINDS:
-            raise ValueError(f"--pattern {self.pattern} covers the whole image: the study needs a patch trigger "
-                             f"({', '.join(PATCH_KINDS)}) whose box the recovered masks are compared with")
-        if self.location == "random":
-            raise ValueError("--location random moves the trigger between images: choose a fixed corner")
-        for name in ("frequency", "correlation"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
-        if self.frequency == 0 or self.correlation == 0:
-            raise ValueError("the backdoored model needs --frequency > 0 and --correlation > 0")
+        self.validate_models()
         if self.adversarial_eps is not None and not self.adversarial_eps > 0:
             raise ValueError(f"--adversarial-eps must be > 0 (the adversarial model is part of the study), got "
                              f"{self.adversarial_eps}")
-        for name in ("steps", "search_steps", "search_batch_size", "adversarial_steps"):
+        for name in ("search_steps", "search_batch_size", "adversarial_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.search_images < 0 or self.class_chunk < 0:
             raise ValueError("search_images and class_chunk must be >= 0")
         self.search_settings().validate()
-        self.training_config(adversarial=False).validate()
 
     def eps(self, data: Dataset) -> float:
         """The adversarial radius: as given, else 0.1 on grayscale and 8/255 on colour images."""
         if self.adversarial_eps is not None:
             return self.adversarial_eps
         return 0.1 if data.image_shape[-1] == 1 else 8 / 255
-
-    def training_config(self, adversarial: bool, eps: float = 0.1) -> TrainConfig:
-        """How the natural and backdoored models train (or, `adversarial`, the PGD-trained one)."""
-        return TrainConfig(model=self.model, width=self.width, weight_decay=self.weight_decay, augment=self.augment,
-                           steps=self.steps, batch_size=self.batch_size, checkpoint_every=self.steps, dtype=self.dtype,
-                           adversarial_eps=eps if adversarial else 0.0, adversarial_steps=self.adversarial_steps)
-
-    def trigger(self, image_shape: tuple[int, int, int]) -> PatternSpec:
-        size = self.patch_size if self.patch_size is not None else auto_patch_size(image_shape)
-        return PatternSpec(self.pattern, size, self.location, seed=self.pattern_seed)
 
     def search_settings(self) -> SearchSettings:
         return SearchSettings(steps=self.search_steps, batch_size=self.search_batch_size,
@@ -133,61 +89,25 @@ class ClassPatternsConfig(OutputOptions, DeviceOptions, DataOptions):
 
     def training_settings(self, data: Dataset) -> dict[str, Any]:
         """What loaded models must have been trained with (JSON-normalised)."""
-        keys = ("dataset", "train_size", "flip", "model", "width", "steps", "batch_size", "learning_rate",
-                "weight_decay", "augment", "seed", "dtype", "pattern", "pattern_seed", "patch_size", "location", "target", "frequency",
-                "correlation", "adversarial_steps")
-        settings = {k: getattr(self, k) for k in keys}
-        settings.update(patch_size=self.trigger(data.image_shape).size, adversarial_eps=self.eps(data))
-        return settings
-
-
-def trigger_box(spec: PatternSpec, image_shape: tuple[int, int, int]) -> list[int]:
-    """[row0, col0, row1, col1) of a fixed-corner patch trigger (exclusive ends)."""
-    mask = np.asarray(make_patterns([spec], image_shape).mask[0, ..., 0])
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return [int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1]
+        return {**self.model_settings(data), "adversarial_eps": self.eps(data),
+                "adversarial_steps": self.adversarial_steps}
 
 
 def model_studies(config: ClassPatternsConfig, data: Dataset) -> dict[str, Study]:
     """Two studies: natural + backdoored (one trainer, one sweep) and adversarial."""
-    trigger = config.trigger(data.image_shape)
-
-    def spec(name: str, train: TrainConfig, frequency: float) -> RunSpec:
-        poison = PoisonSpec(trigger, config.target, frequency, config.correlation)
-        return RunSpec(train, config.seed, config.learning_rate, (poison,), grid={"model": name})
-
     with settings_errors():
-        standard = config.training_config(adversarial=False)
-        adversarial = config.training_config(adversarial=True, eps=config.eps(data))
-        return {"standard": Study.prepare([spec("natural", standard, 0.0), spec("backdoored", standard,
-                                                                                config.frequency)],
+        adversarial = config.training_config(config.eps(data), config.adversarial_steps)
+        return {"standard": Study.prepare([config.run_spec("natural", data, backdoored=False),
+                                           config.run_spec("backdoored", data, backdoored=True)],
                                           data, config.sweep_options()),
-                "adversarial": Study.prepare([spec("adversarial", adversarial, 0.0)], data, config.sweep_options())}
-
-
-def _summarise_model(spec: RunSpec, history: dict, stats: list, tracked: Any) -> dict[str, Any]:
-    return {**spec.grid, "steps": history["steps"], "clean_accuracy": history["clean_accuracy"],
-            "trigger_asr": [None if v is None else v[0] for v in history["attack_success_rate"]],
-            "diverged": history["diverged"]}
+                "adversarial": Study.prepare([config.run_spec("adversarial", data, adversarial, backdoored=False)],
+                                             data, config.sweep_options())}
 
 
 def train_models(config: ClassPatternsConfig, data: Dataset, models_dir: pathlib.Path,
                  progress: bool = True) -> tuple[dict[str, Any], dict[str, dict]]:
     """({name: variables}, {name: training summary}) of the three models, trained or loaded."""
-    studies = model_studies(config, data)
-    variables, summaries = {}, {}
-    for group, study in studies.items():
-        trained = study.run(models_dir.resolve() / group, settings=config.training_settings(data), resume=True,
-                            summarise=_summarise_model, keep_checkpoints=1, keep_chunk_states=True,
-                            return_states=True, progress=progress, desc=f"train {group}")
-        for spec, state, entry in zip(study.specs, trained.states, trained.entries):
-            name = spec.grid["model"]
-            if entry["diverged"]:
-                raise SettingsError(f"the {name} model diverged; lower --learning-rate")
-            variables[name] = jax.device_put({"params": state.params,
-                                              **({"batch_stats": state.batch_stats} if state.batch_stats else {})})
-            summaries[name] = {"clean_accuracy": entry["clean_accuracy"][-1], "trigger_asr": entry["trigger_asr"][-1]}
-    return variables, summaries
+    return train_studies(model_studies(config, data), config.training_settings(data), models_dir, progress)
 
 
 def _finite(value: float) -> float | None:
@@ -250,9 +170,7 @@ def run_class_patterns(config: ClassPatternsConfig, workdir: str | pathlib.Path 
     with settings_errors():
         config.validate()
         data = config.load_data()
-        if not 0 <= config.target < data.num_classes:
-            raise ValueError(f"--target {config.target} is not a class of {data.name} (0..{data.num_classes - 1})")
-        config.trigger(data.image_shape).validate(data.image_shape)
+        config.check_data(data)
     out = prepare_output_dir(pathlib.Path(workdir or config.out or default_out_dir("class_patterns")),
                              resume=config.resume, overwrite=config.overwrite)
     models_dir = pathlib.Path(config.models_dir) if config.models_dir else out / ZOO_DIR

@@ -79,6 +79,39 @@ def one_step_differences(config, steps):
     return out
 
 
+def divergence_control(config, steps):
+    """Relative parameter differences after `steps` steps from one state: 2-way data parallel vs one
+    device, and one device vs itself with every parameter nudged by a relative 1e-6 (a float-rounding-
+    sized change). If the split step is right, the first is of the order of the second: the gap is
+    amplified rounding, not a different computation."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from anatomy_jax.experiment.pattern_rate import load_study_data, make_trainer, prepare_run
+    from anatomy_jax.train import make_sweep_mesh, stack_runs, stack_trees, to_host
+    from anatomy_jax.train.strategies import VmapEngine
+
+    data = load_study_data(config)
+    trainer = make_trainer(config, data)
+    run = prepare_run(config, trainer, data, jnp.asarray(data.train.images), config.grid()[0])
+    start = stack_trees([run.state])
+    nudged = start._replace(params=jax.tree.map(lambda x: x * (1 + 1e-6), start.params))
+    engines = {"one": VmapEngine(trainer, (), start, stack_runs([run.data]), make_sweep_mesh(1, 1), 1),
+               "nudged": VmapEngine(trainer, (), nudged, stack_runs([run.data]), make_sweep_mesh(1, 1), 1),
+               "split": VmapEngine(trainer, (), jax.device_put(to_host(start)), stack_runs([run.data]),
+                                   make_sweep_mesh(2, 2), 1)}
+    for _ in range(steps):
+        for engine in engines.values():
+            engine.advance(1, np.array([True]), lambda: False)
+    params = {k: to_host(e.states.params) for k, e in engines.items()}
+
+    def gap(a, b):
+        return max(jax.tree.leaves(jax.tree.map(
+            lambda x, y: float(np.abs(x - y).max() / (np.abs(x).max() + 1e-12)), params[a], params[b])))
+
+    return {"data_parallel_vs_one": gap("split", "one"), "nudged_vs_one": gap("nudged", "one")}
+
+
 def main(argv):
     mode, out = argv[0], pathlib.Path(argv[1])
     if mode == "batch_norm":
@@ -87,6 +120,7 @@ def main(argv):
         found = {name: summary(train_and_evaluate(dataclasses.replace(BATCH_NORM, **kw), out / name, progress=False))
                  for name, kw in layouts.items()}
         found["one_step_differences"] = one_step_differences(BATCH_NORM, steps=10)
+        found["control"] = divergence_control(BATCH_NORM, steps=BATCH_NORM.steps)
         print(json.dumps(found))
         return
     if mode == "devices":

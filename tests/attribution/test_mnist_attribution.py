@@ -1,0 +1,97 @@
+"""Attribution on a small CNN backdoored on real MNIST (the shared session fixture): extremal and
+meaningful perturbations point at the 3x3 trigger; deleting the region the meaningful mask chose
+restores the true class; masks' deletion curves fall faster than random maps'; maps of a
+re-initialised net differ from the trained net's (Adebayo et al. 2018)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from anatomy_jax.attribution import (curve_auc, deletion_curve, extremal_perturbation, grad_cam, gradient,
+                                     integrated_gradients, meaningful_perturbation, perturbation_reference,
+                                     pointing_game, rank_correlation, smoothgrad)
+from anatomy_jax.poison import PatternSpec, make_patterns
+from anatomy_jax.train.evaluation import to_float
+
+pytestmark = pytest.mark.slow
+N_IMAGES = 24
+
+
+@pytest.fixture(scope="module")
+def explained(backdoored_mnist_cnn):
+    """Stamped non-target test images the backdoored net calls the target, their true labels."""
+    b = backdoored_mnist_cnn
+    patterns = make_patterns([PatternSpec("checkerboard", 3, "bottom-right")], b.data.image_shape)
+    x = to_float(jnp.asarray(b.data.test.images[:400]))
+    y = np.asarray(b.data.test.labels[:400])
+    stamped = x * (1 - patterns.mask[0]) + patterns.mask[0] * patterns.image[0]
+    pred = np.asarray(b.model.apply(b.backdoored, stamped).argmax(-1))
+    keep = np.flatnonzero((y != b.target) & (pred == b.target))[:N_IMAGES]
+    assert len(keep) == N_IMAGES
+    return stamped[keep], y[keep], jnp.full(N_IMAGES, b.target, jnp.int32)
+
+
+@pytest.fixture(scope="module")
+def maps(backdoored_mnist_cnn, explained):
+    b = backdoored_mnist_cnn
+    images, _, targets = explained
+    ep = extremal_perturbation(b.model.apply, b.backdoored, images, targets, (9 / 784, 0.05), jax.random.key(0),
+                               max_iter=300, jitter="none")
+    mp = meaningful_perturbation(b.model.apply, b.backdoored, images, targets, jax.random.key(1), iters=150)
+    return {"extremal": ep, "meaningful": mp, "gradient": gradient(b.model.apply, b.backdoored, images, targets)}
+
+
+def test_extremal_and_meaningful_point_at_the_trigger(backdoored_mnist_cnn, maps):
+    box = backdoored_mnist_cnn.box
+    rates = {"extremal": float(pointing_game(maps["extremal"].masks.sum(1), box).mean()),
+             "meaningful": float(pointing_game(maps["meaningful"].saliency, box).mean()),
+             "gradient": float(pointing_game(maps["gradient"], box).mean())}
+    area_error = float(jnp.abs(maps["extremal"].masks.mean((2, 3)) - jnp.array([9 / 784, 0.05])).mean())
+    print(f"pointing game on {N_IMAGES} stamped MNIST images: {rates}; extremal mask_area_error {area_error:.4f}")
+    assert rates["extremal"] >= 0.9 and rates["meaningful"] >= 0.9
+
+
+def test_deleting_the_meaningful_region_restores_the_true_class(backdoored_mnist_cnn, explained, maps):
+    b = backdoored_mnist_cnn
+    images, labels, _ = explained
+    region = (maps["meaningful"].saliency >= 0.5)[..., None]
+    blurred = perturbation_reference(images, "blur", jax.random.key(0), 1.0)
+    restored = np.asarray(b.model.apply(b.backdoored, jnp.where(region, blurred, images)).argmax(-1))
+    rate = float((restored == labels).mean())
+    area = float(region.mean())
+    print(f"true class restored on {rate:.2f} of the images by blurring {area:.4f} of the pixels")
+    assert rate > 0.5
+
+
+def test_mask_deletion_curves_fall_faster_than_random_maps(backdoored_mnist_cnn, explained, maps):
+    b = backdoored_mnist_cnn
+    images, _, targets = explained
+    auc = {}
+    candidates = {"extremal": maps["extremal"].masks.sum(1), "meaningful": maps["meaningful"].saliency,
+                  "random": jax.random.uniform(jax.random.key(5), images.shape[:3])}
+    for name, m in candidates.items():
+        auc[name] = np.asarray(curve_auc(deletion_curve(b.model.apply, b.backdoored, images, targets, m, steps=16)))
+    print({k: round(float(v.mean()), 3) for k, v in auc.items()})
+    for name in ("extremal", "meaningful"):
+        assert auc[name].mean() < auc["random"].mean() - 0.2
+        assert (auc[name] < auc["random"]).mean() >= 0.9
+
+
+def test_maps_of_a_reinitialised_net_differ(backdoored_mnist_cnn, explained):
+    b = backdoored_mnist_cnn
+    images, _, targets = explained
+    random_net = b.model.init(jax.random.key(123), images[:1])
+    methods = {"gradient": lambda v: gradient(b.model.apply, v, images, targets),
+               "integrated_gradients": lambda v: integrated_gradients(b.model.apply, v, images, targets,
+                                                                      reduce="sum_abs"),
+               "smoothgrad": lambda v: smoothgrad(b.model.apply, v, images, targets, jax.random.key(0)),
+               "grad_cam": lambda v: grad_cam(b.model.apply, v, images, targets, "conv1")}
+    corr = {name: float(np.nanmean(rank_correlation(f(b.backdoored), f(random_net)))) for name, f in methods.items()}
+    print(f"rank correlation, trained vs re-initialised net: {corr}")
+    # Measured: gradient 0.64 and integrated gradients 0.99 (x * gradient is dominated by the digit
+    # itself, as Adebayo et al. found for gradient x input) do not pass this bar; reported, not asserted.
+    for name in ("smoothgrad", "grad_cam"):
+        assert corr[name] < 0.5, name
