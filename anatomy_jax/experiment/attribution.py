@@ -197,7 +197,7 @@ def run_attribution(config: AttributionConfig, workdir: str | pathlib.Path | Non
     targets = jnp.full(len(stamped), config.target, jnp.int32)
     key = jax.random.key(config.seed)
     t1 = time.perf_counter()
-    flips = data.flip_ok if config.flip is None else config.flip
+    flips = config.augment and data.flip_ok  # flip jitter only where training flipped (load_data applies --flip)
     maps, extra, seconds = all_maps(model.apply, net, jnp.asarray(stamped), targets, key, config, layer, flips)
     clean_maps, _, _ = all_maps(model.apply, net, jnp.asarray(clean), jnp.asarray(clean_labels),
                                 jax.random.fold_in(key, 1), config, layer, flips)

@@ -64,6 +64,13 @@ def test_deleting_the_meaningful_region_restores_the_true_class(backdoored_mnist
     area = float(region.mean())
     print(f"true class restored on {rate:.2f} of the images by blurring {area:.4f} of the pixels")
     assert rate > 0.5
+    assert area <= 0.1  # a small region (the 3x3 trigger is 1.1% of the image), not most of the digit
+    # a random region of the same size restores far fewer
+    rng = np.random.default_rng(0)
+    random_region = (rng.random(region.shape) < area)
+    random_rate = float((np.asarray(b.model.apply(b.backdoored, jnp.where(random_region, blurred, images)).argmax(-1))
+                         == labels).mean())
+    assert random_rate < rate - 0.3
 
 
 def test_mask_deletion_curves_fall_faster_than_random_maps(backdoored_mnist_cnn, explained, maps):

@@ -214,3 +214,16 @@ def test_bad_inputs_are_refused(small_cnn, box_images):
         grad_cam(model.apply, variables, images, jnp.zeros(3, jnp.int32), "features")
     with pytest.raises(ValueError, match="box"):
         pointing_game(jnp.zeros((1, 8, 8)), [0, 0, 9, 9])
+
+
+def test_meaningful_mask_blur_keeps_a_constant_mask_constant():
+    """Zero-padded blur darkens a mask's border; the normalised blur does not, and equals the plain
+    blur (up to the normalising factor) away from the border."""
+    from anatomy_jax.attribution.meaningful import normalised_blur
+
+    ones = jnp.ones((28, 28))
+    assert float(gaussian_blur(ones[..., None], 0.625)[0, 0, 0]) < 0.75  # the bias being corrected
+    np.testing.assert_allclose(normalised_blur(ones, 0.625), ones, rtol=1e-6)
+    m = jax.random.uniform(jax.random.key(0), (28, 28))
+    centre = normalised_blur(m, 0.625)[10:18, 10:18]
+    np.testing.assert_allclose(centre, gaussian_blur(m[..., None], 0.625)[10:18, 10:18, 0], rtol=1e-5)

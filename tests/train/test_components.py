@@ -137,3 +137,26 @@ def test_evaluation_equals_a_numpy_reference_with_running_batch_norm_statistics(
     other = evaluate(lambda z: model.apply({"params": params, "batch_stats": fresh}, z), test,
                      (ClassificationMetrics(),), (None,))
     assert float(other["test_loss"]) != pytest.approx(float(got["test_loss"]), rel=1e-3)
+
+
+def test_runs_per_device_counts_each_runs_data_in_the_memory_budget(monkeypatch):
+    """The estimate behind --runs-per-device: per run the train state plus its plan and metric
+    inputs (`run_data_bytes`), against the budget less the datasets; closed form on the loop path."""
+    from anatomy_jax.experiment.pattern_rate import PatternRateConfig, make_trainer, prepare_run
+    from anatomy_jax.train import strategies
+
+    config = PatternRateConfig(seeds=(0,), frequencies=(0.1,), correlations=(1.0,), learning_rates=(0.05,))
+    data = load_digits()
+    trainer = make_trainer(config, data)
+    _, _, state = prepare_run(config, trainer, data, jnp.asarray(data.train.images), config.grid()[0])
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+    run_bytes = 12_345
+    monkeypatch.setattr(strategies, "_memory_budget_bytes", lambda: 10 * (state_bytes + run_bytes) + 1000)
+
+    def runs(**kw):
+        return strategies.auto_runs_per_device(trainer, state, data.image_shape, 100, 1, "loop", **kw)
+
+    assert runs(run_data_bytes=run_bytes, reserved_bytes=1000) == 10
+    assert runs(run_data_bytes=run_bytes, reserved_bytes=1000 + state_bytes + run_bytes) == 9
+    assert runs(reserved_bytes=1000) == (10 * (state_bytes + run_bytes)) // state_bytes  # without the run data
+    assert strategies.auto_runs_per_device(trainer, state, data.image_shape, 6, 2, "loop") == 3  # all fit: 6 / 2
