@@ -152,9 +152,20 @@ def run_similarity_overlay(config: SimilarityOverlayConfig, workdir: str | pathl
                 query_acts, other_acts = acts[m][layer][2 * qi], acts[m][layer][2 * qi + 1]
             maps[qi, ci] = np.asarray(similarity_overlay(query_acts, q["yx"], other_acts, image_size=size))
             peaks[qname][m][layer] = list(peak_location(maps[qi, ci]))
+    inside = np.zeros(size, bool)
+    inside[box[0]:box[2], box[1]:box[3]] = True
+    trigger_row = list(queries).index("trigger")
+
+    def contrast(ci: int) -> float:
+        """Mean similarity inside the other image's trigger minus outside: unlike the peak (which a
+        distinctive patch draws even in an untrained net), a number that can differ between models."""
+        sim = maps[trigger_row, ci]
+        return float(sim[inside].mean() - sim[~inside].mean())
+
     trigger_peaks = {m: {layer: {"peak": peaks["trigger"][m][layer],
                                  "in_trigger": _chebyshev_to_box(peaks["trigger"][m][layer], box) == 0,
-                                 "distance_px": _chebyshev_to_box(peaks["trigger"][m][layer], box)}
+                                 "distance_px": _chebyshev_to_box(peaks["trigger"][m][layer], box),
+                                 "contrast": contrast(columns.index((layer, m)))}
                          for layer in layers} for m in (*MODELS, CROSS)}
     results = {"config": dataclasses.asdict(config), **environment(), "dataset": dataset_summary(data),
                "trigger": {"target": config.target, "box": box, "pattern": config.trigger(data.image_shape).name},
@@ -184,6 +195,6 @@ def format_summary(results: dict[str, Any]) -> str:
         lines.append(f"{name:17s} clean acc {m['clean_accuracy']:.3f}, trigger ASR {m['trigger_asr']:.3f}")
     for m, per_layer in results["trigger_peaks"].items():
         cells = ", ".join(f"{layer} " + ("in box" if v["in_trigger"] else f"{v['distance_px']} px off")
-                          for layer, v in per_layer.items())
+                          + f" (contrast {v['contrast']:+.2f})" for layer, v in per_layer.items())
         lines.append(f"trigger query on another stamped image, {m}: peak {cells}")
     return "\n".join(lines)

@@ -62,4 +62,10 @@ def test_tiny_overlay_study_writes_peaks_and_finds_the_trigger(tmp_path):
     assert arrays["overlays"].max() <= 1 + 1e-5 and arrays["overlays"].min() >= -1 - 1e-5
     # the trigger's features reappear where the other stamped image carries the trigger
     assert results["trigger_peaks"]["backdoored"]["conv1"]["distance_px"] <= 1
+    overlays = arrays["overlays"][0]  # the trigger query; contrast = mean inside the box - mean outside
+    column = [(c["layer"], c["model"]) for c in results["columns"]].index(("conv1", "natural"))
+    inside = np.zeros((8, 8), bool)
+    inside[6:8, 6:8] = True
+    expected = overlays[column][inside].mean() - overlays[column][~inside].mean()
+    assert results["trigger_peaks"]["natural"]["conv1"]["contrast"] == pytest.approx(float(expected), abs=1e-6)
     assert (out / "overlays.png").stat().st_size > 5000
