@@ -106,7 +106,7 @@ def test_deletion_curve_removes_the_most_salient_pixels_first():
     perfect = jnp.zeros((1, 32, 32)).at[:, BOX[0]:BOX[2], BOX[1]:BOX[3]].set(1.0)
     # 16 steps of 64 px: the box goes in the first step, then the logit is 0 and p = 1/2
     curve = np.asarray(deletion_curve(box_readout, None, 0.1 * x, jnp.zeros(1, jnp.int32), perfect))
-    assert curve[0, 0] == pytest.approx(jax.nn.sigmoid(6.4), rel=1e-5)
+    assert curve[0, 0] == pytest.approx(float(jax.nn.sigmoid(6.4)), rel=1e-5)
     np.testing.assert_allclose(curve[0, 1:], 0.5, atol=1e-6)
 
 
