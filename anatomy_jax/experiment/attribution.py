@@ -31,7 +31,7 @@ from anatomy_jax.experiment.outputs import RESULTS_FILE, ZOO_DIR, default_out_di
 from anatomy_jax.experiment.pattern_rate import dataset_summary
 from anatomy_jax.experiment.study import Study
 from anatomy_jax.models.registry import create_model
-from anatomy_jax.poison import make_patterns
+from anatomy_jax.poison import make_patterns, stamp_everywhere
 from anatomy_jax.train.evaluation import to_float
 from anatomy_jax.utils.errors import SettingsError, settings_errors
 from anatomy_jax.utils.fields import flag
@@ -107,7 +107,7 @@ def explained_images(apply_fn: Callable, variables, data: Dataset, config: Attri
     patterns = make_patterns([config.trigger(data.image_shape)], data.image_shape)
     x = to_float(jnp.asarray(data.test.images))
     y = np.asarray(data.test.labels)
-    stamped = x * (1 - patterns.mask[0]) + patterns.mask[0] * patterns.image[0]
+    stamped = stamp_everywhere(x, patterns)
     pred_s = np.asarray(apply_fn(variables, stamped).argmax(-1))
     pred_c = np.asarray(apply_fn(variables, x).argmax(-1))
     s = np.flatnonzero((y != config.target) & (pred_s == config.target))[:config.images]

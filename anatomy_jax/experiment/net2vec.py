@@ -24,7 +24,7 @@ import numpy as np
 from anatomy_jax.concepts import (PLANTED, ConceptData, ConceptTracker, ProbeSettings, analyse_layer,
                                   embedding_similarity, layer_activations, make_concept_set, spatial_layers)
 from anatomy_jax.data import Dataset
-from anatomy_jax.experiment.class_patterns import trigger_box
+from anatomy_jax.experiment.backdoor_models import trigger_box
 from anatomy_jax.experiment.options import DataOptions, DeviceOptions, OutputOptions, resumable_settings
 from anatomy_jax.experiment.outputs import (CHECKPOINT_DIR, RESULTS_FILE, default_out_dir, environment,
                                             prepare_output_dir)

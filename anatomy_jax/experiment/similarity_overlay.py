@@ -30,7 +30,7 @@ from anatomy_jax.experiment.outputs import RESULTS_FILE, ZOO_DIR, default_out_di
 from anatomy_jax.experiment.pattern_rate import dataset_summary
 from anatomy_jax.experiment.study import Study
 from anatomy_jax.models.registry import create_model
-from anatomy_jax.poison import make_patterns, stamp
+from anatomy_jax.poison import make_patterns, stamp_everywhere
 from anatomy_jax.similarity import apply_conv_map, fit_conv_map
 from anatomy_jax.train.evaluation import to_float
 from anatomy_jax.utils.errors import settings_errors
@@ -82,7 +82,7 @@ def query_images(config: SimilarityOverlayConfig, data: Dataset) -> dict[str, An
     patterns = make_patterns([spec], data.image_shape)
     pick = others[config.query_image:config.query_image + 2]
     x = to_float(jnp.asarray(data.test.images[pick]))
-    stamped = np.asarray(stamp(x, jnp.zeros(2, jnp.int32), jnp.zeros((2, 2), jnp.int32), patterns))
+    stamped = np.asarray(stamp_everywhere(x, patterns))
     stamped = np.round(stamped * 255).astype(np.uint8)
     box = trigger_box(spec, data.image_shape)
     clean = int(pick[0])

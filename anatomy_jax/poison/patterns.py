@@ -150,6 +150,13 @@ def image_offsets(key: jax.Array, indices: jax.Array, max_offset: jax.Array) -> 
     return jax.vmap(one)(indices, max_offset)
 
 
+def stamp_everywhere(images: jax.Array, patterns: Patterns, k: int = 0) -> jax.Array:
+    """Pattern `k` stamped at its own place on every float image (B, H, W, C) (no random offset):
+    the trigger as an attack applies it at test time."""
+    n = images.shape[0]
+    return stamp(images, jnp.full((n,), k, jnp.int32), jnp.zeros((n, 2), jnp.int32), patterns)
+
+
 def stamp(images: jax.Array, pattern_ids: jax.Array, offsets: jax.Array, patterns: Patterns) -> jax.Array:
     """Stamps pattern `pattern_ids[i]` on float image `i` (id -1: left untouched).
 

@@ -13,8 +13,10 @@ import pytest
 from anatomy_jax.attribution import (curve_auc, deletion_curve, extremal_perturbation, grad_cam, gradient,
                                      integrated_gradients, meaningful_perturbation, perturbation_reference,
                                      pointing_game, rank_correlation, smoothgrad)
-from anatomy_jax.poison import PatternSpec, make_patterns
+from anatomy_jax.experiment.class_patterns import ClassPatternsConfig
+from anatomy_jax.poison import make_patterns, stamp_everywhere
 from anatomy_jax.train.evaluation import to_float
+from tests.conftest import BACKDOORED_MNIST
 
 pytestmark = pytest.mark.slow
 N_IMAGES = 24
@@ -24,10 +26,11 @@ N_IMAGES = 24
 def explained(backdoored_mnist_cnn):
     """Stamped non-target test images the backdoored net calls the target, their true labels."""
     b = backdoored_mnist_cnn
-    patterns = make_patterns([PatternSpec("checkerboard", 3, "bottom-right")], b.data.image_shape)
+    trigger = ClassPatternsConfig(**BACKDOORED_MNIST).trigger(b.data.image_shape)
+    patterns = make_patterns([trigger], b.data.image_shape)
     x = to_float(jnp.asarray(b.data.test.images[:400]))
     y = np.asarray(b.data.test.labels[:400])
-    stamped = x * (1 - patterns.mask[0]) + patterns.mask[0] * patterns.image[0]
+    stamped = stamp_everywhere(x, patterns)
     pred = np.asarray(b.model.apply(b.backdoored, stamped).argmax(-1))
     keep = np.flatnonzero((y != b.target) & (pred == b.target))[:N_IMAGES]
     assert len(keep) == N_IMAGES

@@ -12,8 +12,9 @@ import pytest
 from anatomy_jax.concepts import (PLANTED, ProbeSettings, analyse_layer, layer_activations, make_concept_set,
                                   peak_location, similarity_overlay)
 from anatomy_jax.experiment.net2vec import ORDERING_FLOOR
-from anatomy_jax.poison import PatternSpec, make_patterns
-from anatomy_jax.poison.patterns import stamp
+from anatomy_jax.experiment.class_patterns import ClassPatternsConfig
+from anatomy_jax.poison import make_patterns, stamp_everywhere
+from tests.conftest import BACKDOORED_MNIST
 
 LAYERS = ("conv1", "conv2")
 
@@ -21,7 +22,7 @@ LAYERS = ("conv1", "conv2")
 @pytest.mark.slow
 def test_net2vec_finds_the_trigger_and_the_ordering_holds(backdoored_mnist_cnn):
     f = backdoored_mnist_cnn
-    trigger = PatternSpec("checkerboard", 3, "bottom-right")
+    trigger = ClassPatternsConfig(**BACKDOORED_MNIST).trigger(f.data.image_shape)  # the fixture's own trigger
     concepts = make_concept_set(f.data.test.images, 1200, seed=0, planted=trigger, planted_fraction=0.05)
     train, test = concepts.take(np.arange(800)), concepts.take(np.arange(800, 1200))
     acts_train = layer_activations(f.model, f.backdoored, train.images, LAYERS)
@@ -46,9 +47,9 @@ def test_net2vec_finds_the_trigger_and_the_ordering_holds(backdoored_mnist_cnn):
 def test_overlay_of_the_trigger_peaks_inside_another_stamped_trigger(backdoored_mnist_cnn):
     f = backdoored_mnist_cnn
     r0, c0, r1, c1 = f.box
-    patterns = make_patterns([PatternSpec("checkerboard", 3, "bottom-right")], f.data.image_shape)
+    patterns = make_patterns([ClassPatternsConfig(**BACKDOORED_MNIST).trigger(f.data.image_shape)], f.data.image_shape)
     x = jnp.asarray(f.data.test.images[:6], jnp.float32) / 255.0
-    stamped = np.asarray(stamp(x, jnp.zeros(6, jnp.int32), jnp.zeros((6, 2), jnp.int32), patterns))
+    stamped = np.asarray(stamp_everywhere(x, patterns))
     images = np.round(stamped * 255).astype(np.uint8)
     acts = layer_activations(f.model, f.backdoored, images, LAYERS)
     query = ((r0 + r1) // 2, (c0 + c1) // 2)

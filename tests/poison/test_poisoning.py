@@ -126,3 +126,13 @@ def test_pool_shrinks_with_earlier_specs(digits):
     specs = [PoisonSpec(target=0, frequency=0.6), PoisonSpec(target=1, frequency=0.4)]
     with pytest.raises(ValueError, match="poison spec 1 needs"):
         plan_poison(jax.random.key(0), digits.train.labels, specs, 10, SHAPE)
+
+
+def test_stamp_everywhere_pastes_a_fixed_patch_on_every_image():
+    from anatomy_jax.poison import stamp_everywhere
+
+    patterns = make_patterns([PatternSpec("checkerboard", 3, "bottom-right")], (8, 8, 1))
+    x = jax.random.uniform(jax.random.key(0), (5, 8, 8, 1))
+    expected = x * (1 - patterns.mask[0]) + patterns.mask[0] * patterns.image[0]
+    np.testing.assert_allclose(stamp_everywhere(x, patterns), expected)
+    np.testing.assert_allclose(stamp_everywhere(x, patterns)[:, :5], x[:, :5])  # rows above the patch untouched
