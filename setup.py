@@ -28,7 +28,7 @@ setup(
         "opencv-python-headless>=4.8",  # tfds decodes PNGs 2.5x faster with it
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "saliency>=0.2"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "saliency>=0.2", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         # Preparing a tfds catalog dataset the first time (download + encode) needs TensorFlow.
         "prepare": ["tensorflow-cpu>=2.16"],
         # Benchmarks against the PyTorch peer (on CPU-only machines install the CPU build of torch).

@@ -105,26 +105,34 @@ def curve_auc(curves: jax.Array) -> jax.Array:
     return (y[..., 1:] + y[..., :-1]).sum(axis=-1) / (2 * (y.shape[-1] - 1))
 
 
-def rank_correlation(a: jax.Array | np.ndarray, b: jax.Array | np.ndarray) -> np.ndarray:
+def _average_ranks(row: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 of a 1-d array, ties sharing their mean rank."""
+    order = np.argsort(row, kind="stable")
+    r = np.empty(len(row))
+    r[order] = np.arange(len(row))
+    _, inverse = np.unique(row, return_inverse=True)
+    return (np.bincount(inverse, r) / np.bincount(inverse))[inverse]
+
+
+def rank_correlation(a: jax.Array | np.ndarray, b: jax.Array | np.ndarray,
+                     where: jax.Array | np.ndarray | None = None) -> np.ndarray:
     """(n,) Spearman correlation between map a_i and map b_i over pixels (average ranks on ties;
-    NaN where a map is constant)."""
+    NaN where a map is constant over the pixels counted). `where` (n, H, W) bool: count only these
+    pixels, e.g. `(a != 0) | (b != 0)`, so that a shared background of tied zeros (integrated
+    gradients on black MNIST borders) does not inflate the correlation."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 3:
         raise ValueError(f"need two (n, H, W) stacks of the same shape, got {a.shape} and {b.shape}")
-
-    def ranks(x):
-        out = np.empty_like(x)
-        for i, row in enumerate(x.reshape(len(x), -1)):
-            order = np.argsort(row, kind="stable")
-            r = np.empty(len(row))
-            r[order] = np.arange(len(row))
-            _, inverse = np.unique(row, return_inverse=True)
-            sums = np.bincount(inverse, r)
-            out.reshape(len(x), -1)[i] = sums[inverse] / np.bincount(inverse)[inverse]
-        return out.reshape(len(x), -1)
-
-    ra, rb = ranks(a), ranks(b)
-    ra -= ra.mean(axis=1, keepdims=True)
-    rb -= rb.mean(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (ra * rb).sum(1) / np.sqrt((ra * ra).sum(1) * (rb * rb).sum(1))
+    keep = np.ones(a.shape, bool) if where is None else np.asarray(where, bool)
+    if keep.shape != a.shape:
+        raise ValueError(f"where must have the maps' shape {a.shape}, got {keep.shape}")
+    out = np.full(len(a), np.nan)
+    # host-side statistics after the maps: each image keeps its own number of pixels
+    for i, (x, y, k) in enumerate(zip(a.reshape(len(a), -1), b.reshape(len(b), -1), keep.reshape(len(a), -1))):
+        if k.sum() < 2:
+            continue
+        rx, ry = _average_ranks(x[k]), _average_ranks(y[k])
+        rx, ry = rx - rx.mean(), ry - ry.mean()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[i] = (rx * ry).sum() / np.sqrt((rx * rx).sum() * (ry * ry).sum())
+    return out

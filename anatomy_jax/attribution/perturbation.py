@@ -27,6 +27,7 @@ REFERENCE_SIZE = 224  # TorchRay's input size, where its defaults hold
 MIN_BLUR = 1.0  # px: the smallest maximum blur scaled_defaults gives (zero-padded, it still wipes small patches)
 MIN_SIGMA = 1.0  # px: the smallest mask sigma scaled_defaults gives
 PERTURBATIONS = ("blur", "fade")
+TIE_TOLERANCE = 2.0 ** -16  # mask values this close rank by `priority` in area_rank_loss
 
 
 def scaled_defaults(size: int) -> dict[str, float | int]:
@@ -66,6 +67,23 @@ def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
     h, w = x.shape[-3], x.shape[-2]
     bh, bw = jnp.asarray(blur_matrix(h, sigma)), jnp.asarray(blur_matrix(w, sigma))
     return jnp.einsum("ij,...jwc,vw->...ivc", bh, x, bw)
+
+
+def shift_edge(x: jax.Array, shift: jax.Array, max_shift: int) -> jax.Array:
+    """(H, W, C) image moved by `shift` = (rows, cols) px (traced ints in [-max_shift, max_shift];
+    positive moves the content down / right) without wrapping around: the pixels uncovered at one
+    edge repeat that edge (out[i, j] = x[clip(i - dy), clip(j - dx)]). A wrapped shift (jnp.roll)
+    would carry a bottom-right trigger to the top-left corner."""
+    chex.assert_rank(x, 3)
+    chex.assert_shape(shift, (2,))
+    if max_shift < 0:
+        raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+    if max_shift == 0:
+        return x
+    s = int(max_shift)
+    padded = jnp.pad(x, ((s, s), (s, s), (0, 0)), mode="edge")
+    shift = jnp.clip(shift, -s, s)
+    return jax.lax.dynamic_slice(padded, (s - shift[0], s - shift[1], 0), x.shape)
 
 
 def pyramid_sigmas(num_levels: int, max_blur: float) -> np.ndarray:
@@ -176,12 +194,20 @@ def area_reference(num_pixels: int, area: jax.Array) -> jax.Array:
     return (jnp.arange(num_pixels) >= zeros).astype(jnp.float32)
 
 
-def area_rank_loss(mask: jax.Array, area: jax.Array) -> jax.Array:
+def area_rank_loss(mask: jax.Array, area: jax.Array, priority: jax.Array | None = None) -> jax.Array:
     """mean((sort(mask) - r_a)^2): 0 exactly when a share `area` of the pixels is 1 and the rest 0.
-    Ties are ranked by pixel index (a stable sort), so the gradient is the same however the call
-    is batched."""
+    Ties (values within TIE_TOLERANCE) are ranked by `priority` ((H W,) distinct numbers, e.g. a
+    random permutation), else (exact ties) by pixel
+    index (a stable sort). Ties are common (parameters clamp at 0 and 1), and where the reward is weak
+    the regulariser alone picks the tied pixels that become 1: by index, always the last rows (the
+    bottom-right corner); by a random priority, random pixels."""
     flat = mask.reshape(-1)
-    ranked = flat[jnp.argsort(flat, stable=True)]
+    if priority is None:
+        order = jnp.argsort(flat, stable=True)
+    else:  # values within TIE_TOLERANCE count as tied: float rounding (batched or not) must not reorder them
+        chex.assert_shape(priority, (flat.size,))
+        order = jnp.lexsort((priority, jnp.round(flat / TIE_TOLERANCE)))
+    ranked = flat[order]
     return jnp.mean((ranked - area_reference(flat.size, area)) ** 2)
 
 

@@ -47,7 +47,7 @@ def _target_logit_sum(apply_fn, variables, x, targets):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def input_gradients(apply_fn: ApplyFn, variables, images: jax.Array, targets: jax.Array) -> jax.Array:
+def _input_gradients(apply_fn: ApplyFn, variables, images: jax.Array, targets: jax.Array) -> jax.Array:
     """(n, H, W, C) d logit_target / d x of each image."""
     return jax.grad(_target_logit_sum, argnums=2)(apply_fn, variables, images, targets)
 
@@ -56,14 +56,14 @@ def gradient(apply_fn: ApplyFn, variables, images: jax.Array, targets: jax.Array
              reduce: str = "max_abs") -> jax.Array:
     """Gradient saliency (Simonyan et al. 2014): |d logit_t / d x| reduced over channels."""
     _check(images, targets, reduce)
-    return reduce_channels(input_gradients(apply_fn, variables, images, targets), reduce)
+    return reduce_channels(_input_gradients(apply_fn, variables, images, targets), reduce)
 
 
 def gradient_x_input(apply_fn: ApplyFn, variables, images: jax.Array, targets: jax.Array, *,
                      reduce: str = "sum_abs") -> jax.Array:
     """Gradient x input: x * d logit_t / d x reduced over channels."""
     _check(images, targets, reduce)
-    return reduce_channels(images * input_gradients(apply_fn, variables, images, targets), reduce)
+    return reduce_channels(images * _input_gradients(apply_fn, variables, images, targets), reduce)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))

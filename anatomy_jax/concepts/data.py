@@ -8,13 +8,19 @@ are concepts too), then optionally a planted pattern (a `poison.PatternSpec` pat
 `planted`). The background's bright pixels left visible are the concept `ink`. Masks are exact:
 a pixel belongs to the concept whose paint is visible there (later paint occludes earlier).
 
-`load_broden` reads a Broden-style folder (Bau et al. 2017) behind the same interface:
+`load_broden` reads a Broden-style folder (Bau et al. 2017; the format NetDissect's `loadseg.py`
+reads) behind the same interface:
 
-    label.csv   number,name           (number >= 1; 0 means "no label")
-    index.csv   image,split,ih,iw,sh,sw,<category>,...   one row per image; a category cell lists,
-                separated by ';', mask PNGs (pixel label = R + 256 G) or integer image-level labels
-    images/     the image files and mask PNGs named in index.csv
+    label.csv   number,name[,category,frequency,coverage,syns...]   number >= 1 (0 = "no label");
+                other columns are ignored
+    index.csv   image,split,ih,iw,sh,sw,<category>,...   one row per image (e.g. the categories
+                color,object,part,material,scene,texture); a category cell lists, separated by
+                ';', mask PNGs (pixel label = R + 256 G, so ids above 255 use the G channel; at the
+                segmentation size sh x sw) or integer labels of the whole image (scene, texture)
+    images/     the image files and mask PNGs named in index.csv (paths may have folders)
 
+An integer label marks the image as containing the concept (`labels`); NetDissect's
+`segmentation_data` paints it over the whole image, which `whole_image_masks=True` does too.
 `write_broden` writes concept data in that format (one mask PNG per present concept).
 """
 
@@ -213,11 +219,13 @@ def _resize(array: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarr
 
 
 def load_broden(path: str | os.PathLike, *, size: tuple[int, int] | None = None, split: str | None = None,
-                concepts: Sequence[str] | None = None) -> ConceptData:
+                concepts: Sequence[str] | None = None, whole_image_masks: bool = False) -> ConceptData:
     """Concept data from a Broden-style folder (module doc): images resized to `size` (default:
     the first image's size; bilinear), masks to the same size (nearest neighbour). `split` keeps
     the rows of that split; `concepts` keeps those label names (default: every label of label.csv).
-    Grayscale images get one channel, colour images three."""
+    Integer (image-level) labels set `labels` only, or, with `whole_image_masks`, also the mask
+    over the whole image (as NetDissect scores scenes and textures). Grayscale images get one
+    channel, colour images three."""
     from PIL import Image
 
     root = pathlib.Path(path)
@@ -257,8 +265,9 @@ def load_broden(path: str | os.PathLike, *, size: tuple[int, int] | None = None,
                     k = column_of.get(int(entry))
                     if k is not None:
                         label[k] = True
+                        mask[..., k] |= whole_image_masks
                     continue
-                pixels = _resize(_read_label_png(root / "images" / entry), size, nearest=True)
+                pixels = _resize(_read_label_png(root / "images" / entry.strip()), size, nearest=True)
                 for number in np.unique(pixels):
                     k = column_of.get(int(number))
                     if k is not None:

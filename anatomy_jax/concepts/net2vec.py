@@ -13,7 +13,8 @@ For a layer's activations A (n, h, w, K) and concept masks L (n, H, W, C):
 * classification probes: sigmoid(w . meanpool(A) + b) with the alpha-weighted cross entropy,
   scored by average precision (`average_precision`);
 * filters a concept needs: probes restricted to the top-k filters by |w| of the full probe
-  (retrained, as the reference's `num_filters` masks), the least k reaching 90 % of its IoU;
+  (retrained, as the reference's `num_filters` masks), the least k reaching 90 % of its IoU
+  (`filters_needed`; -1, None in results, where no k reaches it);
 * concept embeddings: the probe weights w_c; `embedding_similarity` gives their cosines.
 
 As in the reference code, each concept's segmentation probe trains on (and, with
@@ -375,6 +376,25 @@ def top_filter_masks(weights: np.ndarray, counts: Sequence[int]) -> np.ndarray:
     return out
 
 
+def filters_needed(combination_iou: np.ndarray, subset_iou: np.ndarray, counts: Sequence[int],
+                   fraction: float = FRACTION) -> np.ndarray:
+    """(C,) int: the least count k (of `counts`, ascending) whose top-k probe's IoU `subset_iou[c, j]`
+    reaches `fraction` of the combination's IoU; -1 where it is never reached (even the probe on
+    all K filters, retrained from another start, can fall short) or the combination's IoU is 0 or
+    NaN (nothing to reach)."""
+    combination_iou = np.asarray(combination_iou, np.float64)
+    subset_iou = np.asarray(subset_iou, np.float64)
+    chex.assert_shape(subset_iou, (len(combination_iou), len(counts)))
+    if list(counts) != sorted(counts):
+        raise ValueError(f"counts must be ascending, got {list(counts)}")
+    out = np.full(len(combination_iou), -1)
+    for c, target in enumerate(combination_iou):
+        if np.isfinite(target) and target > 0:
+            reached = [n for n, v in zip(counts, subset_iou[c]) if np.isfinite(v) and v >= fraction * target]
+            out[c] = reached[0] if reached else -1
+    return out
+
+
 class LayerConcepts(NamedTuple):
     """Net2Vec results of one layer over C concepts (test split; NaN where a concept is absent)."""
 
@@ -384,7 +404,7 @@ class LayerConcepts(NamedTuple):
     single_filter_iou: np.ndarray  # (C,) its test IoU
     combination_iou: np.ndarray  # (C,) the learned combination's test IoU
     weights: np.ndarray  # (C, K) concept embeddings
-    filters_for_90: np.ndarray  # (C,) int, -1 where not computed / no IoU
+    filters_for_90: np.ndarray  # (C,) int, -1 where not computed, no IoU, or 90 % never reached
     ap: np.ndarray  # (C,) classification probe AP
     single_filter_ap: np.ndarray  # (C,) AP of the best single pooled filter (chosen on training data)
 
@@ -427,10 +447,7 @@ def analyse_layer(train_acts: jax.Array, train_masks: np.ndarray, train_labels: 
         subsets = train_segmentation_probes(b_train, train_masks, train_labels, settings, key,
                                             concepts=probe_concepts, filters=masks.reshape(-1, k), keys=keys)
         iou = probe_iou(subsets, b_test, test_masks, w_test).reshape(len(concepts), len(counts))
-        for row, c in enumerate(concepts):
-            if np.isfinite(combination[c]) and combination[c] > 0:
-                reached = [n for n, v in zip(counts, iou[row]) if np.isfinite(v) and v >= fraction * combination[c]]
-                needed[c] = reached[0] if reached else k
+        needed[concepts] = filters_needed(combination[concepts], iou, counts, fraction)
     ap, single_ap = nan.copy(), nan.copy()
     if classify:
         pooled_train, pooled_test = np.asarray(train_acts).mean(axis=(1, 2)), np.asarray(test_acts).mean(axis=(1, 2))

@@ -6,6 +6,12 @@ class on stamped non-target test images that the backdoored model calls the targ
 method, and the true class on clean test images. The pointing game counts a hit when a map's
 maximum lies in the trigger box; deletion / insertion curves (Petsiuk et al. 2018) score the maps
 on stamped and on clean images.
+
+Two controls: the natural model explains its own predicted class on the same stamped images (if
+its maps also hit the trigger box, the pointing comes from the stamp's contrast, not from the
+backdoor; chance is the box's share of the pixels), and the model-randomisation check (Adebayo et
+al. 2018): every method's maps of the backdoored model with re-initialised weights against the
+trained model's, Spearman over the pixels where either map is non-zero.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from anatomy_jax.attribution import (JITTERS, PERTURBATIONS, REFERENCES, REWARDS, VARIANTS, curve_auc,
+from anatomy_jax.attribution import (JITTERS, PERTURBATIONS, REFERENCES, REWARDS, TIE_BREAKS, VARIANTS, curve_auc,
                                      deletion_curve, extremal_perturbation, grad_cam, gradient, gradient_x_input,
                                      insertion_curve, integrated_gradients, mass_in_box, meaningful_perturbation,
-                                     pointing_game, rise, smoothgrad, spatial_layers)
+                                     pointing_game, rank_correlation, rise, smoothgrad, spatial_layers)
 from anatomy_jax.attribution.meaningful import GAMES
 from anatomy_jax.data import Dataset
 from anatomy_jax.experiment.backdoor_models import BackdoorModelOptions, train_studies, trigger_box
@@ -56,6 +62,8 @@ class AttributionConfig(OutputOptions, DeviceOptions, DataOptions, BackdoorModel
     ep_perturbation: str = flag("blur", f"extremal perturbation: {', '.join(PERTURBATIONS)}")
     ep_jitter: str = flag("auto", f"extremal jitter: {', '.join(JITTERS)}, or auto (flip where the dataset trains "
                                   "with flips, else none: a flipped trigger is no trigger)")
+    ep_tie_break: str = flag("random", f"extremal ranking-regulariser order of equal mask values: "
+                                       f"{', '.join(TIE_BREAKS)} (index: row-major, drifts to the bottom-right)")
     mp_iterations: int = flag(300, "meaningful-perturbation Adam iterations")
     mp_game: str = flag("delete", f"meaningful-perturbation game: {', '.join(GAMES)}")
     mp_reference: str = flag("blur", f"meaningful-perturbation reference: {', '.join(REFERENCES)}")
@@ -65,6 +73,8 @@ class AttributionConfig(OutputOptions, DeviceOptions, DataOptions, BackdoorModel
     grad_cam_layer: str | None = flag(None, "Grad-CAM layer (auto: the deepest spatial stage)")
     tolerance: int = flag(0, "pointing-game tolerance in px (TorchRay: 15 at 224 px, i.e. round(15 H / 224))")
     curve_steps: int = flag(16, "deletion / insertion curve steps")
+    controls: bool = flag(True, "run the controls: the natural model's maps of its own class on the stamped images, "
+                                "and the maps of the backdoored model with re-initialised weights (Adebayo et al.)")
 
     def validate(self) -> None:
         """ValueError naming the first bad value (dataset-dependent checks come with the data)."""
@@ -84,7 +94,8 @@ class AttributionConfig(OutputOptions, DeviceOptions, DataOptions, BackdoorModel
         if self.tolerance < 0:
             raise ValueError(f"--tolerance must be >= 0, got {self.tolerance}")
         for name, allowed in (("ep_variant", VARIANTS), ("ep_reward", REWARDS), ("ep_perturbation", PERTURBATIONS),
-                              ("ep_jitter", (*JITTERS, "auto")), ("mp_game", GAMES), ("mp_reference", REFERENCES)):
+                              ("ep_tie_break", TIE_BREAKS), ("ep_jitter", (*JITTERS, "auto")), ("mp_game", GAMES),
+                              ("mp_reference", REFERENCES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: choose one of "
                                  f"{', '.join(allowed)}")
@@ -118,7 +129,8 @@ def explained_images(apply_fn: Callable, variables, data: Dataset, config: Attri
 
 
 def all_maps(apply_fn: Callable, variables, images: jax.Array, targets: jax.Array, key: jax.Array,
-             config: AttributionConfig, layer: str, flips: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, float]]:
+             config: AttributionConfig, layer: str, flips: bool = False
+             ) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, float]]:
     """({method: (n, H, W) map}, extras (extremal masks and scores), {method: seconds})."""
     keys = jax.random.split(key, 4)
     maps, seconds, extra = {}, {}, {}
@@ -132,7 +144,8 @@ def all_maps(apply_fn: Callable, variables, images: jax.Array, targets: jax.Arra
     def extremal():
         ep = extremal_perturbation(apply_fn, variables, images, targets, config.areas, keys[0],
                                    variant=config.ep_variant, reward=config.ep_reward,
-                                   perturbation=config.ep_perturbation, max_iter=config.ep_iterations, jitter=jitter)
+                                   perturbation=config.ep_perturbation, max_iter=config.ep_iterations, jitter=jitter,
+                                   tie_break=config.ep_tie_break)
         extra["masks"], extra["scores"] = np.asarray(ep.masks), np.asarray(ep.scores)
         return ep.masks.sum(axis=1)
 
@@ -149,6 +162,58 @@ def all_maps(apply_fn: Callable, variables, images: jax.Array, targets: jax.Arra
     timed("grad_cam", lambda: grad_cam(apply_fn, variables, images, targets, layer))
     timed("rise", lambda: rise(apply_fn, variables, images, targets, keys[3], num_masks=config.rise_masks))
     return maps, extra, seconds
+
+
+def reinitialised(model, variables, key: jax.Array, image_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Fresh initial weights (and batch statistics) of `model` in the collections of `variables`."""
+    fresh = model.init(key, jnp.zeros((1, *image_shape)))
+    return {name: fresh[name] for name in variables}
+
+
+def randomisation_spearman(trained: dict[str, np.ndarray], randomised: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Per method: Spearman correlation of the trained and the re-initialised model's map of each
+    image over the pixels where either map is non-zero (mean, sd, and the number of images where it
+    is defined: not where a map is constant there, e.g. an all-zero Grad-CAM)."""
+    out = {}
+    for name, a in trained.items():
+        b = randomised[name]
+        rho = rank_correlation(a, b, where=(a != 0) | (b != 0))
+        ok = rho[np.isfinite(rho)]
+        out[name] = {"mean": float(ok.mean()) if ok.size else None, "sd": float(ok.std()) if ok.size else None,
+                     "images": int(ok.size)}
+    return out
+
+
+def run_controls(model, variables: dict[str, Any], stamped: jax.Array, true_labels: np.ndarray,
+                 maps: dict[str, np.ndarray], key: jax.Array, config: AttributionConfig, layer: str, flips: bool,
+                 box: list[int]) -> tuple[dict[str, Any], dict[str, dict], dict[str, np.ndarray]]:
+    """(control, randomisation, maps): every method on the stamped images for the natural model
+    (its own predicted class) and for the backdoored model with re-initialised weights (the target;
+    same keys and settings as `maps`, the trained backdoored model's); pointing games, chance, and
+    the Spearman correlations of `randomisation_spearman`."""
+    net = variables["backdoored"]
+    natural = variables["natural"]
+    targets = jnp.full(len(stamped), config.target, jnp.int32)
+    natural_pred = jnp.asarray(model.apply(natural, stamped).argmax(-1), jnp.int32)
+    natural_maps, _, _ = all_maps(model.apply, natural, stamped, natural_pred, key, config, layer, flips)
+    random_net = reinitialised(model, net, jax.random.fold_in(key, 2), stamped.shape[1:])
+    random_maps, _, _ = all_maps(model.apply, random_net, stamped, targets, key, config, layer, flips)
+    r0, c0, r1, c1 = box
+
+    def pointing(group: dict[str, np.ndarray]) -> dict[str, dict]:
+        return {name: {"pointing_game": float(pointing_game(jnp.asarray(m), box, config.tolerance).mean())}
+                for name, m in group.items()}
+
+    control = {
+        "natural": pointing(natural_maps), "randomised": pointing(random_maps),
+        "chance_pointing_game": (r1 - r0) * (c1 - c0) / float(np.prod(stamped.shape[1:3])),
+        "natural_calls_target": float((np.asarray(natural_pred) == config.target).mean()),
+        "natural_calls_true_class": float((np.asarray(natural_pred) == true_labels).mean()),
+        "explained": "natural: each image's class predicted by the natural model; randomised: the target, by the "
+                     "backdoored model with re-initialised weights"}
+    arrays = {**{f"natural_map_{k}": v for k, v in natural_maps.items()},
+              **{f"random_map_{k}": v for k, v in random_maps.items()}}
+    return control, randomisation_spearman(maps, random_maps), arrays
 
 
 def _mean_curve(curves: jax.Array) -> list[float]:
@@ -172,8 +237,9 @@ def score_maps(apply_fn, variables, images, targets, maps, box, config, with_box
 
 def run_attribution(config: AttributionConfig, workdir: str | pathlib.Path | None = None, *,
                     progress: bool = True) -> dict[str, Any]:
-    """Trains or loads the two models, explains stamped and clean images with every method, writes
-    results.json, maps.npz and masks.png, area_curves.png, deletion_insertion.png into `workdir`."""
+    """Trains or loads the two models, explains stamped and clean images with every method, runs the
+    controls (`run_controls`, unless --controls false), writes results.json, maps.npz and masks.png,
+    area_curves.png, deletion_insertion.png into `workdir`."""
     with settings_errors():
         config.validate()
         data = config.load_data()
@@ -202,6 +268,12 @@ def run_attribution(config: AttributionConfig, workdir: str | pathlib.Path | Non
     clean_maps, _, _ = all_maps(model.apply, net, jnp.asarray(clean), jnp.asarray(clean_labels),
                                 jax.random.fold_in(key, 1), config, layer, flips)
     attribution_seconds = time.perf_counter() - t1
+    control, randomisation, control_maps = None, None, {}
+    if config.controls:
+        t2 = time.perf_counter()
+        control, randomisation, control_maps = run_controls(model, variables, jnp.asarray(stamped), true_labels, maps,
+                                                            key, config, layer, flips, box)
+        control_seconds = round(time.perf_counter() - t2, 1)
     scored = score_maps(model.apply, net, jnp.asarray(stamped), targets, maps, box, config)
     scored_clean = score_maps(model.apply, net, jnp.asarray(clean), jnp.asarray(clean_labels), clean_maps, box, config)
     areas = np.asarray(config.areas)
@@ -214,6 +286,8 @@ def run_attribution(config: AttributionConfig, workdir: str | pathlib.Path | Non
                          "mask_area_error": float(area_error.mean()) if name == "extremal" else None,
                          "seconds": seconds[name], "deletion_curve": s["deletion_curve"],
                          "insertion_curve": s["insertion_curve"],
+                         "randomisation_spearman": randomisation[name]["mean"] if randomisation else None,
+                         "randomisation_spearman_sd": randomisation[name]["sd"] if randomisation else None,
                          "clean": {"deletion_auc": c["deletion_auc"], "insertion_auc": c["insertion_auc"],
                                    "pointing_game_trigger_box": c["pointing_game"],
                                    "deletion_curve": c["deletion_curve"], "insertion_curve": c["insertion_curve"]}}
@@ -229,8 +303,14 @@ def run_attribution(config: AttributionConfig, workdir: str | pathlib.Path | Non
                        "mask_area_mean": [float(v) for v in extra["masks"].mean(axis=(0, 2, 3))],
                        "mask_area_error": [float(v) for v in area_error.mean(0)]},
         "train_seconds": round(train_seconds, 1), "attribution_seconds": round(attribution_seconds, 1)}
+    if config.controls:
+        results["control"] = control
+        results["randomisation"] = {
+            "spearman": randomisation, "seconds": control_seconds,
+            "protocol": "backdoored model with re-initialised weights (all layers), the same images, targets, keys "
+                        "and settings; Spearman per image over the pixels where either map is non-zero"}
     np.savez_compressed(out / "maps.npz", stamped=stamped, labels=true_labels, clean=clean, clean_labels=clean_labels,
-                        extremal_masks=extra["masks"], **{f"map_{k}": v for k, v in maps.items()})
+                        extremal_masks=extra["masks"], **{f"map_{k}": v for k, v in maps.items()}, **control_maps)
     from anatomy_jax.plots.attribution import plot_all
 
     with np.load(out / "maps.npz", allow_pickle=False) as arrays:
@@ -258,4 +338,23 @@ def format_summary(results: dict[str, Any]) -> str:
     lines.append("extremal: area " + ", ".join(f"{x:.3f} -> mean mask {y:.3f}, score {s:.2f}" for x, y, s in
                                                 zip(a["areas"], a["mask_area_mean"], a["score_mean"]))
                  + f"; mask_area_error {results['methods']['extremal']['mask_area_error']:.4f}")
+    if "control" in results:
+        c = results["control"]
+        lines.append(f"control, natural model explaining its own class on the same stamped images (it calls "
+                     f"{c['natural_calls_target']:.2f} of them the target, {c['natural_calls_true_class']:.2f} their "
+                     f"true class): pointing game " + ", ".join(f"{k} {v['pointing_game']:.3f}"
+                                                               for k, v in c["natural"].items())
+                     + f"; chance {c['chance_pointing_game']:.4f}")
+        lines.append("control, re-initialised backdoored model explaining the target: pointing game "
+                     + ", ".join(f"{k} {v['pointing_game']:.3f}" for k, v in c["randomised"].items()))
+        r = results["randomisation"]["spearman"]
+        n = results["images"]["stamped"]
+
+        def rho(v: dict) -> str:
+            if v["mean"] is None:
+                return "n/a (a map constant on every image)"
+            return f"{v['mean']:.2f}" + ("" if v["images"] == n else f" ({v['images']}/{n} images; other maps constant)")
+
+        lines.append("model randomisation, Spearman trained vs re-initialised backdoored model (non-zero pixels): "
+                     + ", ".join(f"{k} {rho(v)}" for k, v in r.items()))
     return "\n".join(lines)

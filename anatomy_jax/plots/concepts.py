@@ -57,25 +57,49 @@ def concept_embeddings_figure(results: dict[str, Any]) -> Figure:
 
 
 def concept_over_time_figure(results: dict[str, Any]) -> Figure:
-    """The planted concept's IoU per layer and the trigger's ASR over training steps."""
+    """The planted concept's IoU per layer and the trigger's ASR over training steps (from step 0,
+    the untrained net; symlog steps so the early points show), the natural control's beside them
+    (grey / faint)."""
     series = results["over_time"]
     steps = [p["step"] for p in series]
-    fig, ax = subplots(1, 1, figsize=(6, 3.6), layout="constrained")
-    ax.plot(steps, [_nan(p["attack_success_rate"]) for p in series], "k-", label="trigger ASR")
-    ax.plot(steps, [_nan(p["clean_accuracy"]) for p in series], "k:", label="clean accuracy")
-    for layer in results["layers"]:
-        ax.plot(steps, [_nan(p["layers"][layer]["combination_iou"]) if p["layers"][layer] else np.nan for p in series],
-                "-o", ms=3, label=f"{layer} combination IoU")
-        ax.plot(steps, [_nan(p["layers"][layer]["single_filter_iou"]) if p["layers"][layer] else np.nan
-                        for p in series], "--", label=f"{layer} single filter IoU")
-    acquired = results["over_time_summary"]["acquisition_step"]
-    if acquired is not None:
-        ax.axvline(acquired, color="grey", lw=1)
-    ax.axhline(results["over_time_summary"]["threshold"], color="grey", lw=0.5, ls=":")
-    ax.set_xlabel("training step")
+    fig, ax = subplots(1, 1, figsize=(7, 4), layout="constrained")
+    curves = results.get("curves", {})
+    if "backdoored" in curves:
+        c = curves["backdoored"]
+        ax.plot(c["steps"], [_nan(v) for v in c["attack_success_rate"]], "k-", lw=1, label="trigger ASR")
+        ax.plot(c["steps"], [_nan(v) for v in c["clean_accuracy"]], "k:", lw=1, label="clean accuracy")
+    else:
+        ax.plot(steps, [_nan(p["attack_success_rate"]) for p in series], "k-", label="trigger ASR")
+        ax.plot(steps, [_nan(p["clean_accuracy"]) for p in series], "k:", label="clean accuracy")
+    if "natural" in curves:
+        ax.plot(curves["natural"]["steps"], [_nan(v) for v in curves["natural"]["attack_success_rate"]], "-",
+                color="0.6", lw=1, label="trigger ASR, natural control")
+
+    def iou(p: dict, layer: str, kind: str) -> float:
+        v = p["layers"].get(layer)
+        return _nan(v[kind]) if v else np.nan
+
+    for i, layer in enumerate(results["layers"]):
+        colour = f"C{i}"
+        ax.plot(steps, [iou(p, layer, "combination_iou") for p in series], "-o", ms=3, color=colour,
+                label=f"{layer} combination IoU")
+        ax.plot(steps, [iou(p, layer, "single_filter_iou") for p in series], "--", color=colour, lw=1,
+                label=f"{layer} single filter IoU")
+        if any("natural" in p for p in series):
+            ax.plot(steps, [iou(p["natural"], layer, "combination_iou") if "natural" in p else np.nan
+                            for p in series], "-s", ms=2, color=colour, alpha=0.4,
+                    label=f"{layer} combination IoU, natural control")
+    summary = results.get("over_time_summary") or {}
+    if summary.get("acquisition_step") is not None:
+        ax.axvline(summary["acquisition_step"], color="grey", lw=1)
+    ax.axhline(summary.get("threshold", 0.5), color="grey", lw=0.5, ls=":")
+    positive = [s for s in steps if s > 0]
+    ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+    ax.set_xlim(0, max(steps) if steps and max(steps) > 0 else 1)
+    ax.set_xlabel("training step (symlog; 0 = untrained)")
     ax.set_ylim(0, 1.02)
     ax.set_title("planted pattern: acquisition (grey line) vs concept in the filters")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, ncol=2)
     return fig
 
 

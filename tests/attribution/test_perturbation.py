@@ -117,30 +117,13 @@ def test_rank_correlation_matches_scipy():
     np.testing.assert_allclose(rank_correlation(a, b), expected, rtol=1e-10)
 
 
-@pytest.fixture(scope="module")
-def box_images():
-    return jax.random.uniform(jax.random.key(1), (2, 32, 32, 1), minval=0.5, maxval=1.0)
-
-
-def test_extremal_mask_covers_the_box_a_linear_readout_reads(box_images):
-    area = 64 / 1024
-    ep = extremal_perturbation(box_readout, None, box_images, jnp.zeros(2, jnp.int32), (area,), jax.random.key(0),
-                               perturbation="fade", max_iter=300, jitter="none")
-    masks = np.asarray(ep.masks[:, 0])
-    truth = np.zeros((32, 32), bool)
-    truth[BOX[0]:BOX[2], BOX[1]:BOX[3]] = True
-    for m in masks:
-        on = m > 0.5
-        assert (on & truth).sum() / (on | truth).sum() >= 0.7
-        assert abs(m.mean() - area) <= 0.02
-    assert bool(pointing_game(jnp.asarray(masks), BOX).all())
-
-
 def test_vmapped_areas_equal_separate_runs(box_images):
-    """To float rounding. Over tens of iterations the sort in the ranking regulariser amplifies
-    rounding (near-equal pixels swap ranks): 2e-7 after 3 iterations, 0.3 at some pixel after 40."""
+    """To float rounding. The ranking regulariser treats mask values within TIE_TOLERANCE as tied and
+    orders them by a random priority per image, so rounding (near-equal pixels) does not reorder
+    them: 2.4e-7 after 40 iterations. Ordered by the raw values and pixel index (tie_break="index")
+    the sort amplifies rounding: 2e-7 after 3 iterations, 0.3 at some pixel after 40."""
     args = (box_readout, None, box_images, jnp.zeros(2, jnp.int32))
-    kw = dict(max_iter=3, jitter="none")
+    kw = dict(max_iter=40, jitter="none")
     together = extremal_perturbation(*args, (0.05, 0.2), jax.random.key(3), **kw)
     for i, a in enumerate((0.05, 0.2)):
         alone = extremal_perturbation(*args, (a,), jax.random.key(3), **kw)

@@ -103,3 +103,83 @@ def test_broden_folder_round_trip(tmp_path, channels):
         load_broden(tmp_path / "broden", concepts=["zebra"])
     with pytest.raises(ValueError, match="Broden-style"):
         load_broden(tmp_path)
+
+
+def _write_png(path, array):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, np.uint8)).save(path)
+
+
+def _label_png(ids):
+    """A Broden label PNG: id = R + 256 G."""
+    ids = np.asarray(ids)
+    return np.stack([ids % 256, ids // 256, np.zeros_like(ids)], axis=-1)
+
+
+def test_broden_hand_written_folder(tmp_path):
+    """A folder written by hand in Broden's own format (NetDissect's loadseg.py): label.csv with its
+    extra columns, images and masks in dataset subfolders, masks at half the image size (sh x sw),
+    a part id above 255 (R 44 + 256 G 1 = 300; label 44 exists too, so a reader that drops G
+    finds a dog), integer scene / texture labels, an empty category cell."""
+    root = tmp_path / "broden"
+    (root / "images").mkdir(parents=True)
+    (root / "label.csv").write_text(
+        "number,name,category,frequency,coverage,syns\n"
+        "1,red-c,color(1),1,0.25,\n"
+        "2,person,object(2);part(1),2,0.3,person;individual\n"
+        "44,dog,object(1),1,0.1,\n"
+        "300,wheel,part(1),1,0.05,\n"
+        "301,street-s,scene(2),2,1.0,\n"
+        "302,striped-t,texture(1),1,1.0,stripy\n")
+    (root / "index.csv").write_text(
+        "image,split,ih,iw,sh,sw,color,object,part,material,scene,texture\n"
+        "ade20k/a.png,train,8,8,4,4,ade20k/a_color.png,ade20k/a_object.png,ade20k/a_part.png,,301,302\n"
+        "pascal/b.png,val,8,8,4,4,,pascal/b_object.png,,,301,\n")
+    rng = np.random.default_rng(0)
+    image_a, image_b = rng.integers(0, 256, (2, 8, 8, 3))
+    _write_png(root / "images/ade20k/a.png", image_a)
+    _write_png(root / "images/pascal/b.png", image_b)
+    color = np.zeros((4, 4), int)
+    color[0, :] = 1
+    object_a = np.zeros((4, 4), int)
+    object_a[1:3, 1:3] = 2  # person
+    object_a[3, 0] = 44  # dog
+    part_a = np.zeros((4, 4), int)
+    part_a[2, 2] = 300  # wheel: R 44, G 1
+    object_b = np.zeros((4, 4), int)
+    object_b[:, 3] = 2
+    for name, ids in (("ade20k/a_color.png", color), ("ade20k/a_object.png", object_a),
+                      ("ade20k/a_part.png", part_a), ("pascal/b_object.png", object_b)):
+        _write_png(root / "images" / name, _label_png(ids))
+
+    data = load_broden(root)
+    assert data.names == ("red-c", "person", "dog", "wheel", "street-s", "striped-t")
+    np.testing.assert_array_equal(data.images, np.stack([image_a, image_b]))
+
+    def up(mask):  # the 4x4 segmentation at the 8x8 image size (nearest neighbour)
+        return np.repeat(np.repeat(mask, 2, axis=0), 2, axis=1)
+
+    m = {name: data.masks[..., data.index(name)] for name in data.names}
+    np.testing.assert_array_equal(m["red-c"][0], up(color == 1))
+    np.testing.assert_array_equal(m["person"][0], up(object_a == 2))
+    np.testing.assert_array_equal(m["dog"][0], up(object_a == 44))  # not the wheel's pixels
+    np.testing.assert_array_equal(m["wheel"][0], up(part_a == 300))
+    np.testing.assert_array_equal(m["person"][1], up(object_b == 2))
+    assert not m["wheel"][1].any() and not m["red-c"][1].any()
+    # integer labels: the image contains the concept, no pixel mask unless asked
+    np.testing.assert_array_equal(data.labels[:, data.index("street-s")], [True, True])
+    np.testing.assert_array_equal(data.labels[:, data.index("striped-t")], [True, False])
+    assert not m["street-s"].any() and not m["striped-t"].any()
+    np.testing.assert_array_equal(data.labels, np.stack([[1, 1, 1, 1, 1, 1], [0, 1, 0, 0, 1, 0]]).astype(bool))
+    whole = load_broden(root, whole_image_masks=True)
+    assert whole.masks[..., whole.index("street-s")].all()
+    np.testing.assert_array_equal(whole.masks[..., whole.index("striped-t")].all(axis=(1, 2)), [True, False])
+    np.testing.assert_array_equal(np.delete(whole.masks, [4, 5], -1), np.delete(data.masks, [4, 5], -1))
+    # (above, the 4x4 id maps were resized to 8x8, id 300 included); a split, a concept subset, the masks' own size
+    val = load_broden(root, split="val", concepts=["person", "wheel"])
+    assert val.masks.shape == (1, 8, 8, 2) and val.labels.tolist() == [[True, False]]
+    small = load_broden(root, split="train", concepts=["wheel", "dog"], size=(4, 4))
+    np.testing.assert_array_equal(small.masks[0, ..., 0], part_a == 300)
+    np.testing.assert_array_equal(small.masks[0, ..., 1], object_a == 44)

@@ -122,3 +122,81 @@ def test_embedding_similarity_is_cosine():
     sim = embedding_similarity(w)
     np.testing.assert_allclose(sim[:3, :3], [[1, 1, 0], [1, 1, 0], [0, 0, 1]], atol=1e-12)
     assert np.all(sim[3] == 0)
+
+
+def _known_layer(n: int, seed: int):
+    """Activations on a 4x4 grid (= the mask size: no upsampling) with known answers. Concept 0
+    ("exact"): one cell on half the images, filter 0 fires exactly there. Concept 1 ("split"): two
+    adjacent cells on the other half, filter 1 fires on the left one and filter 2 on the right one.
+    Filter 3 is noise. Every filter is 0 off its cells, so with a quantile above each filter's share
+    of positions its threshold is 0 and it fires exactly on its cells."""
+    rng = np.random.default_rng(seed)
+    acts = np.zeros((n, 4, 4, 4), np.float32)
+    masks = np.zeros((n, 4, 4, 2), bool)
+    for i in range(n):
+        r, c = rng.integers(4), rng.integers(3)
+        if i % 2 == 0:
+            masks[i, r, c, 0] = True
+            acts[i, r, c, 0] = rng.uniform(0.5, 1.5)
+        else:
+            masks[i, r, c:c + 2, 1] = True
+            acts[i, r, c, 1], acts[i, r, c + 1, 2] = rng.uniform(0.5, 1.5, size=2)
+    acts[..., 3] = rng.random((n, 4, 4))
+    return acts, masks, masks.any(axis=(1, 2))
+
+
+def test_analyse_layer_known_answers():
+    from sklearn.metrics import average_precision_score
+
+    from anatomy_jax.concepts import analyse_layer, classification_scores, train_classification_probes
+
+    train, test = _known_layer(96, 0), _known_layer(48, 1)
+    settings = ProbeSettings(steps=150, batch_size=16, learning_rate=0.1, quantile=0.25)
+    found = analyse_layer(jnp.asarray(train[0]), train[1], train[2], jnp.asarray(test[0]), test[1], test[2], settings,
+                          jax.random.key(0))
+    np.testing.assert_array_equal(found.thresholds[:3], 0.0)  # off-cell zeros fill the top quantile's complement
+    # the exact filter: single-filter IoU 1; the split concept: each half-filter covers half of it
+    assert found.best_filter[0] == 0 and found.single_filter_iou[0] == pytest.approx(1.0)
+    assert found.best_filter[1] in (1, 2) and found.single_filter_iou[1] == pytest.approx(0.5)
+    np.testing.assert_allclose(found.filter_iou[1, 1:3], 0.5)
+    # the learned combination recovers both, so it beats the single filter on the split concept
+    assert found.combination_iou[0] >= 0.95 and found.combination_iou[1] >= 0.95, found.combination_iou
+    assert found.combination_iou[1] > found.single_filter_iou[1] + 0.4
+    w = found.weights
+    assert w[0].argmax() == 0 and set(np.argsort(-w[1])[:2]) == {1, 2}
+    # filters needed for 90 % of the combination: 1 for the exact concept, 2 (of 1, 2, 3, 4) for the split one
+    assert found.filters_for_90.tolist() == [1, 2]
+    # AP: the pooled half-filters separate the concepts' images exactly (AP 1); the probes' AP is
+    # scikit-learn's on the same probes' scores
+    np.testing.assert_allclose(found.single_filter_ap, 1.0)
+    pooled_train, pooled_test = train[0].mean(axis=(1, 2)), test[0].mean(axis=(1, 2))
+    scores = classification_scores(train_classification_probes(pooled_train, train[2], settings), pooled_test)
+    for c in range(2):
+        assert found.ap[c] == pytest.approx(average_precision_score(test[2][:, c], scores[:, c]))
+    assert np.all(found.ap >= 0.99)
+
+
+def test_filters_needed_hand_computed_and_none_when_never_reached():
+    from anatomy_jax.concepts import filters_needed
+    from anatomy_jax.concepts.net2vec import LayerConcepts
+    from anatomy_jax.experiment.net2vec import _layer_entry
+
+    counts = (1, 2, 4, 8)
+    combination = np.array([0.8, 0.8, 0.5, 0.0, np.nan])
+    subsets = np.array([[0.5, 0.75, 0.79, 0.8],  # 90 % of 0.8 = 0.72: reached at 2
+                        [0.1, 0.2, 0.7, 0.71],  # the retrained all-filter probe falls short of 0.72: never
+                        [0.46, np.nan, 0.5, 0.5],  # reached at 1 (0.46 >= 0.45)
+                        [0.3, 0.3, 0.3, 0.3],  # nothing to reach (IoU 0)
+                        [0.3, 0.3, 0.3, 0.3]])
+    assert filters_needed(combination, subsets, counts, 0.9).tolist() == [2, -1, 1, -1, -1]
+    with pytest.raises(ValueError, match="ascending"):
+        filters_needed(combination, subsets, (4, 2, 1, 8))
+    # in results.json, -1 is null
+    nan = np.full(2, np.nan)
+    found = LayerConcepts(np.zeros(3), np.zeros((2, 3)), np.array([0, 1]), np.array([0.2, 0.3]),
+                          np.array([0.8, 0.8]), np.zeros((2, 3)), np.array([2, -1]), nan, nan)
+    assert _layer_entry(found, 0, 3)["filters_for_90"] == 2
+    entry = _layer_entry(found, 1, 3)
+    assert entry["filters_for_90"] is None and entry["ap"] is None
+    import json
+    assert json.loads(json.dumps(entry, allow_nan=False))["filters_for_90"] is None

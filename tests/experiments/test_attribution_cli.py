@@ -47,5 +47,14 @@ def test_tiny_run_writes_the_schema_and_three_figures(tmp_path):
         assert 0 <= row["pointing_game"] <= 1
     assert results["trigger"] == {"target": 0, "box": [6, 6, 8, 8], "pattern": results["trigger"]["pattern"]}
     assert results["areas"] == [0.05, 0.1, 0.2]
+    control = results["control"]
+    assert control["chance_pointing_game"] == 4 / 64  # the 2x2 trigger box of an 8x8 digit
+    for group in ("natural", "randomised"):
+        assert set(control[group]) == set(METHODS)
+        assert all(0 <= row["pointing_game"] <= 1 for row in control[group].values())
+    for row in results["methods"].values():
+        rho = row["randomisation_spearman"]
+        assert rho is None or -1 <= rho <= 1
+    assert results["methods"]["gradient"]["randomisation_spearman"] is not None
     for png in ("masks.png", "area_curves.png", "deletion_insertion.png"):
         assert (out / png).stat().st_size > 0

@@ -30,8 +30,17 @@ def test_net2vec_cli_writes_the_schema(tmp_path, capsys):
             for key in ("single_filter_iou", "combination_iou"):
                 assert v[key] is None or 0.0 <= v[key] <= 1.0
             assert v["filters_for_90"] is None or 1 <= v["filters_for_90"] <= v["num_filters"]
-    assert [p["step"] for p in results["over_time"]] == [20, 40]
+    # step 0 (the untrained net) and every evaluation (2 <= --track-points); the natural control beside them
+    assert [p["step"] for p in results["over_time"]] == [0, 20, 40]
     assert set(results["over_time"][0]["layers"]) == {"conv1", "conv2"}
+    assert set(results["over_time"][0]["natural"]["layers"]) == {"conv1", "conv2"}
+    assert results["over_time"][0]["layers"] == results["over_time"][0]["natural"]["layers"]  # one initialisation
+    assert results["curves"]["backdoored"]["steps"] == [0, 20, 40]
+    for name in ("natural", "untrained"):
+        for v in results["control"][name]["planted"].values():
+            assert {"single_filter_iou", "combination_iou", "filters_for_90", "ap"} <= set(v)
+    assert set(results["control"]["natural"]["planted"]) == {"conv1", "conv2"}
+    assert results["models"]["natural"]["trigger_asr"] is not None
     names = results["embeddings"]["names"]
     cos = results["embeddings"]["cosine"]["conv1"]
     assert len(cos) == len(names) and all(abs(cos[i][i] - 1) < 1e-6 for i in range(len(names))
