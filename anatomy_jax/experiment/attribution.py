@@ -7,11 +7,14 @@ method, and the true class on clean test images. The pointing game counts a hit 
 maximum lies in the trigger box; deletion / insertion curves (Petsiuk et al. 2018) score the maps
 on stamped and on clean images.
 
-Two controls: the natural model explains its own predicted class on the same stamped images (if
-its maps also hit the trigger box, the pointing comes from the stamp's contrast, not from the
-backdoor; chance is the box's share of the pixels), and the model-randomisation check (Adebayo et
-al. 2018): every method's maps of the backdoored model with re-initialised weights against the
-trained model's, Spearman over the pixels where either map is non-zero.
+Three controls: the natural model on the same stamped images, explaining its own predicted class
+and explaining the target (the matched class: only the model changes); if its maps also hit the
+trigger box, the pointing comes from the stamp's contrast, not from the backdoor (chance is the
+box's share of the pixels). And the model-randomisation check (Adebayo et al. 2018): every method's
+maps of the backdoored model with re-initialised weights against the trained model's, Spearman over
+the pixels where either map is non-zero, read against a noise floor: the trained model's maps
+computed with the same other random key as the re-initialised ones (1 for deterministic methods).
+A method passes when its randomised correlation is well below its own floor.
 """
 
 from __future__ import annotations
@@ -73,8 +76,9 @@ class AttributionConfig(OutputOptions, DeviceOptions, DataOptions, BackdoorModel
     grad_cam_layer: str | None = flag(None, "Grad-CAM layer (auto: the deepest spatial stage)")
     tolerance: int = flag(0, "pointing-game tolerance in px (TorchRay: 15 at 224 px, i.e. round(15 H / 224))")
     curve_steps: int = flag(16, "deletion / insertion curve steps")
-    controls: bool = flag(True, "run the controls: the natural model's maps of its own class on the stamped images, "
-                                "and the maps of the backdoored model with re-initialised weights (Adebayo et al.)")
+    controls: bool = flag(True, "run the controls: the natural model's maps of its own class and of the target on the "
+                                "stamped images, and the maps of the backdoored model with re-initialised weights "
+                                "(Adebayo et al.) against a noise floor")
 
     def validate(self) -> None:
         """ValueError naming the first bad value (dataset-dependent checks come with the data)."""
@@ -170,34 +174,48 @@ def reinitialised(model, variables, key: jax.Array, image_shape: tuple[int, ...]
     return {name: fresh[name] for name in variables}
 
 
-def randomisation_spearman(trained: dict[str, np.ndarray], randomised: dict[str, np.ndarray]) -> dict[str, dict]:
-    """Per method: Spearman correlation of the trained and the re-initialised model's map of each
-    image over the pixels where either map is non-zero (mean, sd, and the number of images where it
-    is defined: not where a map is constant there, e.g. an all-zero Grad-CAM)."""
+RANDOMISATION_KEY = 3  # fold_in(key, 3): the re-initialised model's maps and the noise floor's
+
+
+def randomisation_spearman(trained: dict[str, np.ndarray], other: dict[str, np.ndarray],
+                           min_share: float = 0.5) -> dict[str, dict]:
+    """Per method: Spearman correlation of the trained model's map of each image with `other`'s (the
+    re-initialised model's, or the trained model's with another key: the noise floor) over the pixels
+    where either map is non-zero: mean, sd, the number of images where it is defined (`images`) and
+    where it is not (`constant`: a map is constant there, e.g. an all-zero Grad-CAM). The mean and sd
+    are null when it is defined on fewer than `min_share` of the images: a mean of a few images is
+    not the method's result."""
     out = {}
     for name, a in trained.items():
-        b = randomised[name]
+        b = other[name]
         rho = rank_correlation(a, b, where=(a != 0) | (b != 0))
         ok = rho[np.isfinite(rho)]
-        out[name] = {"mean": float(ok.mean()) if ok.size else None, "sd": float(ok.std()) if ok.size else None,
-                     "images": int(ok.size)}
+        enough = ok.size > 0 and ok.size >= min_share * len(rho)
+        out[name] = {"mean": float(ok.mean()) if enough else None, "sd": float(ok.std()) if enough else None,
+                     "images": int(ok.size), "constant": int(len(rho) - ok.size)}
     return out
 
 
 def run_controls(model, variables: dict[str, Any], stamped: jax.Array, true_labels: np.ndarray,
                  maps: dict[str, np.ndarray], key: jax.Array, config: AttributionConfig, layer: str, flips: bool,
                  box: list[int]) -> tuple[dict[str, Any], dict[str, dict], dict[str, np.ndarray]]:
-    """(control, randomisation, maps): every method on the stamped images for the natural model
-    (its own predicted class) and for the backdoored model with re-initialised weights (the target;
-    same keys and settings as `maps`, the trained backdoored model's); pointing games, chance, and
-    the Spearman correlations of `randomisation_spearman`."""
+    """(control, {spearman, floor}, maps): every method on the stamped images for the natural model
+    (its own predicted class, and the target), for the backdoored model with re-initialised weights
+    (the target; the same settings as `maps`, the trained backdoored model's, which used `key`, but
+    the key fold_in(key, 3), so that random tie orders, noise and masks are not shared), and for the
+    trained backdoored model with that same other key (the noise floor); pointing games, chance, and
+    the Spearman correlations (`randomisation_spearman`) of trained vs re-initialised and of trained
+    vs trained with the other key."""
     net = variables["backdoored"]
     natural = variables["natural"]
     targets = jnp.full(len(stamped), config.target, jnp.int32)
     natural_pred = jnp.asarray(model.apply(natural, stamped).argmax(-1), jnp.int32)
     natural_maps, _, _ = all_maps(model.apply, natural, stamped, natural_pred, key, config, layer, flips)
+    natural_target_maps, _, _ = all_maps(model.apply, natural, stamped, targets, key, config, layer, flips)
+    other_key = jax.random.fold_in(key, RANDOMISATION_KEY)
     random_net = reinitialised(model, net, jax.random.fold_in(key, 2), stamped.shape[1:])
-    random_maps, _, _ = all_maps(model.apply, random_net, stamped, targets, key, config, layer, flips)
+    random_maps, _, _ = all_maps(model.apply, random_net, stamped, targets, other_key, config, layer, flips)
+    floor_maps, _, _ = all_maps(model.apply, net, stamped, targets, other_key, config, layer, flips)
     r0, c0, r1, c1 = box
 
     def pointing(group: dict[str, np.ndarray]) -> dict[str, dict]:
@@ -205,15 +223,21 @@ def run_controls(model, variables: dict[str, Any], stamped: jax.Array, true_labe
                 for name, m in group.items()}
 
     control = {
-        "natural": pointing(natural_maps), "randomised": pointing(random_maps),
+        "natural": pointing(natural_maps), "natural_target": pointing(natural_target_maps),
+        "randomised": pointing(random_maps),
         "chance_pointing_game": (r1 - r0) * (c1 - c0) / float(np.prod(stamped.shape[1:3])),
         "natural_calls_target": float((np.asarray(natural_pred) == config.target).mean()),
         "natural_calls_true_class": float((np.asarray(natural_pred) == true_labels).mean()),
-        "explained": "natural: each image's class predicted by the natural model; randomised: the target, by the "
-                     "backdoored model with re-initialised weights"}
+        "explained": "natural: each image's class predicted by the natural model; natural_target: the target, by "
+                     "the natural model (the backdoored model's class, only the model changes); randomised: the "
+                     "target, by the backdoored model with re-initialised weights"}
     arrays = {**{f"natural_map_{k}": v for k, v in natural_maps.items()},
-              **{f"random_map_{k}": v for k, v in random_maps.items()}}
-    return control, randomisation_spearman(maps, random_maps), arrays
+              **{f"natural_target_map_{k}": v for k, v in natural_target_maps.items()},
+              **{f"random_map_{k}": v for k, v in random_maps.items()},
+              **{f"floor_map_{k}": v for k, v in floor_maps.items()}}
+    randomisation = {"spearman": randomisation_spearman(maps, random_maps),
+                     "floor": randomisation_spearman(maps, floor_maps)}
+    return control, randomisation, arrays
 
 
 def _mean_curve(curves: jax.Array) -> list[float]:
@@ -268,11 +292,11 @@ def run_attribution(config: AttributionConfig, workdir: str | pathlib.Path | Non
     clean_maps, _, _ = all_maps(model.apply, net, jnp.asarray(clean), jnp.asarray(clean_labels),
                                 jax.random.fold_in(key, 1), config, layer, flips)
     attribution_seconds = time.perf_counter() - t1
-    control, randomisation, control_maps = None, None, {}
+    control, rand, control_maps = None, None, {}
     if config.controls:
         t2 = time.perf_counter()
-        control, randomisation, control_maps = run_controls(model, variables, jnp.asarray(stamped), true_labels, maps,
-                                                            key, config, layer, flips, box)
+        control, rand, control_maps = run_controls(model, variables, jnp.asarray(stamped), true_labels, maps,
+                                                   key, config, layer, flips, box)
         control_seconds = round(time.perf_counter() - t2, 1)
     scored = score_maps(model.apply, net, jnp.asarray(stamped), targets, maps, box, config)
     scored_clean = score_maps(model.apply, net, jnp.asarray(clean), jnp.asarray(clean_labels), clean_maps, box, config)
@@ -286,8 +310,10 @@ def run_attribution(config: AttributionConfig, workdir: str | pathlib.Path | Non
                          "mask_area_error": float(area_error.mean()) if name == "extremal" else None,
                          "seconds": seconds[name], "deletion_curve": s["deletion_curve"],
                          "insertion_curve": s["insertion_curve"],
-                         "randomisation_spearman": randomisation[name]["mean"] if randomisation else None,
-                         "randomisation_spearman_sd": randomisation[name]["sd"] if randomisation else None,
+                         "randomisation_spearman": rand["spearman"][name]["mean"] if rand else None,
+                         "randomisation_spearman_sd": rand["spearman"][name]["sd"] if rand else None,
+                         "randomisation_floor": rand["floor"][name]["mean"] if rand else None,
+                         "randomisation_floor_sd": rand["floor"][name]["sd"] if rand else None,
                          "clean": {"deletion_auc": c["deletion_auc"], "insertion_auc": c["insertion_auc"],
                                    "pointing_game_trigger_box": c["pointing_game"],
                                    "deletion_curve": c["deletion_curve"], "insertion_curve": c["insertion_curve"]}}
@@ -306,9 +332,14 @@ def run_attribution(config: AttributionConfig, workdir: str | pathlib.Path | Non
     if config.controls:
         results["control"] = control
         results["randomisation"] = {
-            "spearman": randomisation, "seconds": control_seconds,
-            "protocol": "backdoored model with re-initialised weights (all layers), the same images, targets, keys "
-                        "and settings; Spearman per image over the pixels where either map is non-zero"}
+            **rand, "seconds": control_seconds,
+            "protocol": "spearman: the trained backdoored model's maps against the maps of the backdoored model with "
+                        "re-initialised weights (all layers), the same images, targets and settings, another random "
+                        "key (fold_in(key, 3)); floor: the trained model's maps against its own maps with that other "
+                        "key (the noise floor; 1 for deterministic methods). Spearman per image over the pixels "
+                        "where either map is non-zero; mean and sd null where defined on fewer than half of the "
+                        "images (images: defined, constant: a map constant). A method passes when spearman is "
+                        "well below its floor"}
     np.savez_compressed(out / "maps.npz", stamped=stamped, labels=true_labels, clean=clean, clean_labels=clean_labels,
                         extremal_masks=extra["masks"], **{f"map_{k}": v for k, v in maps.items()}, **control_maps)
     from anatomy_jax.plots.attribution import plot_all
@@ -340,21 +371,28 @@ def format_summary(results: dict[str, Any]) -> str:
                  + f"; mask_area_error {results['methods']['extremal']['mask_area_error']:.4f}")
     if "control" in results:
         c = results["control"]
-        lines.append(f"control, natural model explaining its own class on the same stamped images (it calls "
-                     f"{c['natural_calls_target']:.2f} of them the target, {c['natural_calls_true_class']:.2f} their "
-                     f"true class): pointing game " + ", ".join(f"{k} {v['pointing_game']:.3f}"
-                                                               for k, v in c["natural"].items())
-                     + f"; chance {c['chance_pointing_game']:.4f}")
-        lines.append("control, re-initialised backdoored model explaining the target: pointing game "
-                     + ", ".join(f"{k} {v['pointing_game']:.3f}" for k, v in c["randomised"].items()))
-        r = results["randomisation"]["spearman"]
         n = results["images"]["stamped"]
+        lines.append(f"controls on the same {n} stamped images (chance pointing {c['chance_pointing_game']:.4f}; the "
+                     f"natural model calls {c['natural_calls_target']:.2f} of them the target, "
+                     f"{c['natural_calls_true_class']:.2f} their true class). Pointing game of the backdoored model, "
+                     "the natural model explaining its own class and the target, the re-initialised backdoored model "
+                     "explaining the target; model randomisation (Adebayo et al.): Spearman (non-zero pixels, mean "
+                     "+- sd over images) of the trained maps with the re-initialised model's, and the noise floor "
+                     "(the trained model's maps with the same other key; 1 for deterministic methods). A method "
+                     "passes when the first is well below its floor.")
+        lines.append(f"{'method':22s} {'backdoor':>8s} {'nat own':>8s} {'nat tgt':>8s} {'random':>8s}  "
+                     f"{'noise floor':>13s}  rho randomised")
+        spearman, floor = results["randomisation"]["spearman"], results["randomisation"]["floor"]
 
         def rho(v: dict) -> str:
             if v["mean"] is None:
-                return "n/a (a map constant on every image)"
-            return f"{v['mean']:.2f}" + ("" if v["images"] == n else f" ({v['images']}/{n} images; other maps constant)")
+                return f"n/a: map constant on {v['constant']} of {n} images"
+            return f"{v['mean']:5.2f} +- {v['sd']:4.2f}" + (f" (map constant on {v['constant']} of {n} images)"
+                                                            if v["constant"] else "")
 
-        lines.append("model randomisation, Spearman trained vs re-initialised backdoored model (non-zero pixels): "
-                     + ", ".join(f"{k} {rho(v)}" for k, v in r.items()))
+        for name, r in results["methods"].items():
+            lines.append(f"{name:22s} {r['pointing_game']:8.3f} {c['natural'][name]['pointing_game']:8.3f} "
+                         f"{c['natural_target'][name]['pointing_game']:8.3f} "
+                         f"{c['randomised'][name]['pointing_game']:8.3f}  {rho(floor[name]):>13s}  "
+                         f"{rho(spearman[name])}")
     return "\n".join(lines)

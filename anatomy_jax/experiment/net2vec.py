@@ -10,10 +10,12 @@ model: the single best filter's and the learned combination's set IoU, the filte
 90 % of the combination's IoU, the classification probe's AP and the concept-embedding cosine
 similarities. The planted concept's probes also run on the natural model and on the untrained
 net (step 0): the planted concept is "found because the net learned the trigger" only where the
-backdoored model's IoU exceeds theirs. Over training time, a `ConceptTracker` measures the
-`planted` concept's IoU in each layer of both models at step 0 and at `tracking_steps`
-(geometric: every early evaluation, sparse late ones), set against the step the trigger is
-acquired (ASR >= 0.5 from then on, at the resolution of --eval-every).
+backdoored model's IoU exceeds theirs (`checks.planted_beyond_controls`: per layer, backdoored minus
+the larger control). Over training time, a `ConceptTracker` measures the `planted` concept's IoU in
+each layer of both models at step 0 and at `tracking_steps` (geometric: every early evaluation,
+sparse late ones), set against the step the trigger is acquired (ASR >= 0.5 from then on, at the
+resolution of --eval-every) and against the natural control, with a noise margin measured per layer
+in the run (`control_margin`).
 
 `train_studies` (the other studies' shared training) keeps only each model's final state, so
 this study runs its own `Study` with a concept tracker; it reuses the option mixin and run specs.
@@ -53,10 +55,9 @@ from anatomy_jax.utils.serialize import json_matrix, write_json
 FOUND_IOU = 0.5  # the planted pattern counts as found in a layer at this combination IoU
 ORDERING_SHARE = 0.7  # the paper's ordering holds when combination >= single in this share of pairs
 ORDERING_FLOOR = 0.05  # pairs where both IoUs are below this are ties at ~0, left out of the ordering check
-# the backdoored model's planted IoU counts as beyond the natural control's from the step it stays this much
-# above it (a heuristic: at conv1 of the default run, where neither net learns the trigger's segmentation,
-# the two differ by up to ~0.07 over training)
-CONTROL_MARGIN = 0.1
+# the least margin by which the backdoored model's planted IoU must stay above the natural control's (the
+# margin itself is measured per layer in each run: see `control_margin`)
+MARGIN_FLOOR = 0.05
 BACKDOORED, NATURAL = "backdoored", "natural"
 
 
@@ -168,16 +169,45 @@ def _sustained(values: list, steps: list, threshold: float) -> int | None:
     return acquisition_step(values, steps, threshold) if steps else None
 
 
-def over_time(entries: dict[str, dict], layers: tuple[str, ...], threshold: float = FOUND_IOU
-              ) -> tuple[list[dict], dict]:
+def _spread(values: list) -> float:
+    values = [v for v in values if v is not None]
+    return max(values) - min(values) if len(values) > 1 else 0.0
+
+
+def control_margin(natural_ious: list, reprobe: float | None = None, floor: float = MARGIN_FLOOR
+                   ) -> dict[str, float | None]:
+    """The noise margin of one layer's planted combination IoU, from the run itself (no extra probe
+    training): the largest of
+
+    - `natural_spread`: max - min of the natural control's planted IoU over its tracked steps. The
+      control never sees the trigger, so whatever its IoU does over training (probe noise, features
+      that happen to overlap the trigger's cell) is movement without trigger learning. Step 0 is
+      the untrained net (the same initialisation), so the spread bounds |natural - untrained| at
+      every tracked step;
+    - `reprobe` (when given): |IoU with the final analysis's probe keys - IoU with the tracker's| on
+      the same final state, the larger over the two models: the probes' own seed-to-seed noise;
+    - `floor` (`MARGIN_FLOOR`, 0.05), so that a control that happens to sit still does not make a
+      tiny gap count.
+
+    Returns {"margin", "natural_spread", "reprobe", "floor"} (4 decimals)."""
+    spread = _spread(natural_ious)
+    margin = max(floor, spread, reprobe if reprobe is not None else 0.0)
+    return {"margin": round(margin, 4), "natural_spread": round(spread, 4),
+            "reprobe": None if reprobe is None else round(reprobe, 4), "floor": floor}
+
+
+def over_time(entries: dict[str, dict], layers: tuple[str, ...], threshold: float = FOUND_IOU,
+              reprobe: dict[str, float | None] | None = None) -> tuple[list[dict], dict]:
     """(the over-time series, their summary). One point per tracked step of the backdoored run:
     its ASR, accuracy and planted-concept IoUs per layer, and the natural control's at the same
     step (`natural`, when trained). Summary: the acquisition step (ASR >= 0.5 from then on, over
     every evaluation and step 0) and, per layer, the step from which the combination IoU stays >=
     `threshold`, its lag after acquisition, the IoU at step 0 and at the end, the natural
-    control's, and the step from which the backdoored IoU stays `CONTROL_MARGIN` above the
-    natural control's (`beyond_natural_step`: the concept the net learned, not the input's
-    contrast that any net's filters pick up)."""
+    control's, the layer's noise `margin` (`control_margin`: the natural control's spread over its
+    tracked steps, the re-probe differences in `reprobe[layer]` if given, at least `MARGIN_FLOOR`;
+    its parts in `margin_sources`) and the step from which the backdoored IoU stays at least
+    `margin` above the natural control's (`beyond_natural_step`: the concept the net learned, not
+    the input's contrast that any net's filters pick up)."""
     def points(entry: dict) -> dict[int, dict]:
         return {r["step"]: r for r in sorted(entry["concepts"], key=lambda r: r["step"])}
 
@@ -216,11 +246,51 @@ def over_time(entries: dict[str, dict], layers: tuple[str, ...], threshold: floa
             row["natural_final_iou"] = comb(natural[nsteps[-1]], layer) if nsteps else None
             gap = [None if comb(tracked[s], layer) is None or comb(natural.get(s), layer) is None
                    else comb(tracked[s], layer) - comb(natural[s], layer) for s in steps]
-            row["beyond_natural_step"] = _sustained(gap, steps, CONTROL_MARGIN)
+            sources = control_margin([comb(natural[s], layer) for s in nsteps], (reprobe or {}).get(layer))
+            row["margin"] = sources.pop("margin")
+            row["margin_sources"] = sources
+            row["beyond_natural_step"] = _sustained(gap, steps, row["margin"])
             row["beyond_natural_lag"] = (None if row["beyond_natural_step"] is None or acquired is None
                                          else row["beyond_natural_step"] - acquired)
         summary["layers"][layer] = row
     return series, summary
+
+
+def reprobe_noise(entries: dict[str, dict], final_planted: dict[str, dict[str, dict]], layers: tuple[str, ...]
+                  ) -> dict[str, float | None]:
+    """Per layer, the largest |final analysis's planted combination IoU - the tracker's at the last
+    step| over the trained models: the same final state and data probed with two probe keys, so the
+    difference is the probes' own noise (None where neither model has both numbers)."""
+    noise: dict[str, float | None] = {}
+    for layer in layers:
+        diffs = []
+        for name, entry in entries.items():
+            if not entry["concepts"] or name not in final_planted:
+                continue
+            last = max(entry["concepts"], key=lambda r: r["step"])
+            tracked = last["layers"].get(layer, {}).get(PLANTED, {}).get("combination_iou")
+            final = final_planted[name][layer]["combination_iou"]
+            if last["step"] == entry["steps"][-1] and tracked is not None and final is not None:
+                diffs.append(abs(final - tracked))
+        noise[layer] = max(diffs) if diffs else None
+    return noise
+
+
+def beyond_controls(planted: dict[str, dict], control: dict[str, dict]) -> dict[str, Any]:
+    """Per layer, the backdoored model's planted combination IoU minus the larger of the controls'
+    (the natural control's final state and the untrained net, the same probe keys): what the net's
+    learning of the trigger adds to what any net's filters pick up from the patch's contrast.
+    {"layers": {layer: gap | None}, "best_layer", "best", "controls": [names]}."""
+    gaps: dict[str, float | None] = {}
+    for layer, v in planted.items():
+        others = [c["planted"][layer]["combination_iou"] for c in control.values()]
+        others = [o for o in others if o is not None]
+        b = v["combination_iou"]
+        gaps[layer] = None if b is None or not others else round(b - max(others), 4)
+    scored = [layer for layer, g in gaps.items() if g is not None]
+    best = max(scored, key=lambda layer: gaps[layer]) if scored else None
+    return {"layers": gaps, "best_layer": best, "best": None if best is None else gaps[best],
+            "controls": list(control)}
 
 
 def _number(value: float) -> float | None:
@@ -335,7 +405,9 @@ def run_net2vec(config: Net2VecConfig, workdir: str | pathlib.Path | None = None
                          "concepts": {c_name: {layer: _layer_entry(f, c, k) for layer, (f, k) in found.items()}
                                       for c, c_name in enumerate(names)}}
     probe_seconds = time.perf_counter() - t1
-    series, summary = over_time(entries, tuple(layers)) if config.track else ([], None)
+    final_planted = {BACKDOORED: concepts[PLANTED], **{name: c["planted"] for name, c in control.items()}}
+    noise = reprobe_noise(entries, final_planted, tuple(layers)) if config.track else None
+    series, summary = over_time(entries, tuple(layers), reprobe=noise) if config.track else ([], None)
     planted = {layer: concepts[PLANTED][layer]["combination_iou"] for layer in layers}
     best_layer = max(layers, key=lambda l: planted[l] if planted[l] is not None else -1.0)
     models = {name: {"clean_accuracy": e["clean_accuracy"][-1], "trigger_asr": e["attack_success_rate"][-1]}
@@ -362,7 +434,9 @@ def run_net2vec(config: Net2VecConfig, workdir: str | pathlib.Path | None = None
         "curves": {name: curve(e) for name, e in entries.items()},
         "checks": {"planted_found": bool(planted[best_layer] is not None and planted[best_layer] >= FOUND_IOU),
                    "planted_best_layer": best_layer, "planted_best_iou": planted[best_layer],
-                   "found_threshold": FOUND_IOU, "ordering": ordering_check(concepts)},
+                   "found_threshold": FOUND_IOU,
+                   "planted_beyond_controls": beyond_controls(concepts[PLANTED], control),
+                   "ordering": ordering_check(concepts)},
         "train_seconds": round(train_seconds, 1), "probe_seconds": round(probe_seconds, 1),
         "resumed_from_step": trained.resumed_from["step"] if trained.resumed_from else None,
     }
@@ -400,23 +474,33 @@ def format_summary(results: dict[str, Any]) -> str:
     o = c["ordering"]
     lines.append(f"(rows '  {NATURAL}', '  untrained': the planted concept's probes on the natural control and on "
                  f"the untrained net)")
-    lines.append(f"planted pattern {'FOUND' if c['planted_found'] else 'NOT found'}: best combination IoU "
-                 f"{_fmt(c['planted_best_iou'])} at {c['planted_best_layer']} (threshold {c['found_threshold']}); "
-                 + "; ".join(f"{name} " + ", ".join(f"{layer} {_fmt(v['combination_iou'])}"
-                                                     for layer, v in ctrl["planted"].items())
-                             for name, ctrl in results["control"].items()))
+    best = c["planted_best_layer"]
+    found = (f"planted pattern {'FOUND' if c['planted_found'] else 'NOT found'} at {best} "
+             f"({_fmt(c['planted_best_iou'])}, threshold {c['found_threshold']})")
+    beyond = c.get("planted_beyond_controls")
+    if beyond and beyond["controls"]:
+        there = " / ".join(f"{name} {_fmt(results['control'][name]['planted'][best]['combination_iou'])}"
+                           for name in beyond["controls"])
+        others = "; ".join(f"{layer} {_signed(g)}" for layer, g in beyond["layers"].items() if layer != best)
+        found += (f" — but {there} there: beyond controls {_signed(beyond['layers'][best])}"
+                  + (f"; {others}" if others else "") + f" (best {beyond['best_layer']} {_signed(beyond['best'])})")
+    lines.append(found)
+    s = results["over_time_summary"]
+    margins = {layer: v["margin"] for layer, v in (s or {}).get("layers", {}).items() if "margin" in v}
+    if margins:
+        lines.append("  noise margin per layer (natural control's spread over training, re-probe difference, "
+                     f"floor {MARGIN_FLOOR}): " + ", ".join(f"{layer} {_fmt(m)}" for layer, m in margins.items()))
     lines.append(f"combination >= best single filter in {o['combination_at_least_single']}/{o['pairs']} (concept, "
                  f"layer) pairs with an IoU >= {o['floor']} ({o['uninformative']} ties below it left out)")
     lines.append(f"  share {_fmt(o['share'])}: the paper's ordering {'holds' if o['holds'] else 'does NOT hold'} "
                  f"at >= {ORDERING_SHARE}")
-    s = results["over_time_summary"]
     if s is not None:
         lines.append(f"over time ({len(s['tracked_steps'])} points, steps {s['tracked_steps'][0]}.."
                      f"{s['tracked_steps'][-1]}): acquisition step {s['acquisition_step']}; planted combination IoU "
                      f">= {s['threshold']} from step:")
         for layer, v in s["layers"].items():
             natural = (f"; natural control from {v['natural_concept_step']}, final {_fmt(v['natural_final_iou'])}; "
-                       f">= {CONTROL_MARGIN} above the natural control from step {v['beyond_natural_step']} "
+                       f">= {_fmt(v.get('margin'))} above the natural control from step {v['beyond_natural_step']} "
                        f"(lag {v['beyond_natural_lag']})" if "natural_concept_step" in v else "")
             lines.append(f"  {layer}: {v['concept_step']} (lag {v['lag']}), IoU at step 0 {_fmt(v['initial_iou'])}, "
                          f"final {_fmt(v['final_iou'])}{natural}")
@@ -426,3 +510,7 @@ def format_summary(results: dict[str, Any]) -> str:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"

@@ -1,7 +1,9 @@
 """Attribution on a small CNN backdoored on real MNIST (the shared session fixture): extremal and
 meaningful perturbations point at the 3x3 trigger; deleting the region the meaningful mask chose
-restores the true class; masks' deletion curves fall faster than random maps'; maps of a
-re-initialised net differ from the trained net's (Adebayo et al. 2018)."""
+restores the true class; masks' deletion curves fall faster than random maps'; the natural net's maps
+of the same stamped images (explaining the target, and its own class) do not point at the trigger;
+maps of a re-initialised net differ from the trained net's (Adebayo et al. 2018) by more than the
+trained net's maps with another random key do."""
 
 from __future__ import annotations
 
@@ -90,18 +92,63 @@ def test_mask_deletion_curves_fall_faster_than_random_maps(backdoored_mnist_cnn,
         assert (auc[name] < auc["random"]).mean() >= 0.9
 
 
+def test_the_natural_net_does_not_point_at_the_trigger(backdoored_mnist_cnn, explained, maps):
+    """The control of the pointing game: the natural net on the same stamped images, explaining the
+    target (the backdoored net's class: only the model changes) and its own predicted class. Were
+    the hits the stamp's contrast, not the backdoor, these would hit the box as well."""
+    b = backdoored_mnist_cnn
+    images, _, targets = explained
+    box = b.box
+    own = jnp.asarray(b.model.apply(b.natural, images).argmax(-1), jnp.int32)
+    backdoored = {"meaningful": maps["meaningful"].saliency, "gradient": maps["gradient"]}
+    natural = {}
+    for group, classes in (("target", targets), ("own class", own)):
+        natural[group] = {
+            "meaningful": meaningful_perturbation(b.model.apply, b.natural, images, classes, jax.random.key(1),
+                                                  iters=150).saliency,
+            "gradient": gradient(b.model.apply, b.natural, images, classes)}
+
+    def rate(m):
+        return float(pointing_game(m, box).mean())
+
+    rates = {"backdoored": {k: rate(m) for k, m in backdoored.items()},
+             **{f"natural, {g}": {k: rate(m) for k, m in v.items()} for g, v in natural.items()}}
+    print(f"pointing game on {N_IMAGES} stamped MNIST images (natural net calls {float((own == b.target).mean()):.2f}"
+          f" of them the target): {rates}")
+    for method in ("meaningful", "gradient"):
+        assert rates["backdoored"][method] >= 0.9, method
+        for group in ("natural, target", "natural, own class"):
+            assert rates[group][method] <= 0.3, (group, method)
+
+
 def test_maps_of_a_reinitialised_net_differ(backdoored_mnist_cnn, explained):
+    """Spearman per image over the pixels where either map is non-zero, as the experiment counts it
+    (over all pixels the black background's tied zeros inflate it), and with another random key for
+    the re-initialised net's SmoothGrad than for the trained net's, read against the noise floor:
+    the trained net's SmoothGrad with that other key."""
     b = backdoored_mnist_cnn
     images, _, targets = explained
     random_net = b.model.init(jax.random.key(123), images[:1])
-    methods = {"gradient": lambda v: gradient(b.model.apply, v, images, targets),
-               "integrated_gradients": lambda v: integrated_gradients(b.model.apply, v, images, targets,
-                                                                      reduce="sum_abs"),
-               "smoothgrad": lambda v: smoothgrad(b.model.apply, v, images, targets, jax.random.key(0)),
-               "grad_cam": lambda v: grad_cam(b.model.apply, v, images, targets, "conv1")}
-    corr = {name: float(np.nanmean(rank_correlation(f(b.backdoored), f(random_net)))) for name, f in methods.items()}
-    print(f"rank correlation, trained vs re-initialised net: {corr}")
-    # Measured: gradient 0.64 and integrated gradients 0.99 (x * gradient is dominated by the digit
-    # itself, as Adebayo et al. found for gradient x input) do not pass this bar; reported, not asserted.
+    methods = {"gradient": lambda v, k: gradient(b.model.apply, v, images, targets),
+               "integrated_gradients": lambda v, k: integrated_gradients(b.model.apply, v, images, targets,
+                                                                         reduce="sum_abs"),
+               "smoothgrad": lambda v, k: smoothgrad(b.model.apply, v, images, targets, k),
+               "grad_cam": lambda v, k: grad_cam(b.model.apply, v, images, targets, "conv1")}
+
+    def spearman(x, y):
+        x, y = np.asarray(x), np.asarray(y)
+        return rank_correlation(x, y, where=(x != 0) | (y != 0))
+
+    trained = {name: f(b.backdoored, jax.random.key(0)) for name, f in methods.items()}
+    rho = {name: spearman(trained[name], f(random_net, jax.random.key(1))) for name, f in methods.items()}
+    defined = {name: int(np.isfinite(r).sum()) for name, r in rho.items()}
+    corr = {name: float(np.nanmean(r)) if defined[name] else None for name, r in rho.items()}
+    floor = float(np.nanmean(spearman(trained["smoothgrad"], methods["smoothgrad"](b.backdoored, jax.random.key(1)))))
+    print(f"rank correlation (non-zero pixels), trained vs re-initialised net: {corr}, defined on {defined} of "
+          f"{N_IMAGES} images; SmoothGrad noise floor (trained net, another key) {floor:.2f}")
+    # Measured: gradient 0.64, integrated gradients 0.41 (0.99 over all pixels), their floor 1 (deterministic):
+    # reported, not asserted (see the README); SmoothGrad 0.23 against its floor 0.94, Grad-CAM (conv1) 0.26.
     for name in ("smoothgrad", "grad_cam"):
+        assert defined[name] >= N_IMAGES // 2, name
         assert corr[name] < 0.5, name
+    assert corr["smoothgrad"] < floor - 0.3

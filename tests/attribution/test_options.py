@@ -19,7 +19,7 @@ from anatomy_jax.attribution import (area_rank_loss, class_score, curve_auc, def
                                      meaningful_perturbation, perturbation_reference, pointing_game, rank_correlation,
                                      regul_weights, rise, scaled_defaults, shift_edge, smooth_mask_generator)
 from anatomy_jax.attribution.extremal import _jitter
-from tests.attribution.test_perturbation import BOX, box_readout
+from tests.attribution.conftest import BOX, box_readout
 
 CELLS = (2, 9, 6, 13)  # BOX on the 16x16 grid of 2x2 cells
 INSIDE = np.zeros((16, 16), np.float32)

@@ -16,15 +16,7 @@ from anatomy_jax.attribution import (apply_pyramid, area_rank_loss, area_referen
                                      integrated_gradients, pointing_game, rank_correlation, scaled_defaults,
                                      scaled_tolerance, smooth_mask_generator, smoothgrad, tv_norm)
 from anatomy_jax.models.registry import create_model
-
-BOX = (4, 18, 12, 26)  # an 8x8 box in a 32x32 image: area 64 / 1024 = 0.0625
-
-
-def box_readout(variables, x):
-    """A linear model that reads only BOX: logit 0 = sum(x[BOX]), logit 1 = 0."""
-    r0, c0, r1, c1 = BOX
-    z = x[:, r0:r1, c0:c1].sum(axis=(1, 2, 3))
-    return jnp.stack([z, jnp.zeros_like(z)], axis=1)
+from tests.attribution.conftest import BOX, box_readout
 
 
 def test_gaussian_kernel_and_blur_match_hand_computation():

@@ -6,9 +6,11 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from anatomy_jax.experiment.attribution import METHODS, AttributionConfig, format_summary, run_attribution
+from anatomy_jax.experiment.attribution import (METHODS, AttributionConfig, format_summary, randomisation_spearman,
+                                                run_attribution)
 from anatomy_jax.experiment.cli import run_main
 from tests.conftest import ROOT
 
@@ -31,6 +33,17 @@ def test_bad_settings_fail_early_with_a_clear_message(tmp_path, capsys, flags, m
     assert not (tmp_path / "out").exists()
 
 
+def test_randomisation_spearman_is_null_when_defined_on_fewer_than_half_of_the_images():
+    a = np.random.default_rng(0).random((4, 5, 5))
+    dead, half = a.copy(), a.copy()
+    dead[:3] = 0.0  # an all-zero map (e.g. Grad-CAM of a re-initialised net): undefined on 3 of 4 images
+    half[:2] = 0.0  # undefined on 2 of 4: still the result
+    rows = randomisation_spearman({"same": a, "dead": a, "half": a}, {"same": a, "dead": dead, "half": half})
+    assert rows["same"]["mean"] == pytest.approx(1.0) and (rows["same"]["images"], rows["same"]["constant"]) == (4, 0)
+    assert rows["dead"] == {"mean": None, "sd": None, "images": 1, "constant": 3}  # not the mean of 1 image
+    assert rows["half"]["images"] == 2 and rows["half"]["mean"] == pytest.approx(1.0)
+
+
 @pytest.mark.slow
 def test_tiny_run_writes_the_schema_and_three_figures(tmp_path):
     out = tmp_path / "run"
@@ -49,12 +62,25 @@ def test_tiny_run_writes_the_schema_and_three_figures(tmp_path):
     assert results["areas"] == [0.05, 0.1, 0.2]
     control = results["control"]
     assert control["chance_pointing_game"] == 4 / 64  # the 2x2 trigger box of an 8x8 digit
-    for group in ("natural", "randomised"):
+    for group in ("natural", "natural_target", "randomised"):
         assert set(control[group]) == set(METHODS)
         assert all(0 <= row["pointing_game"] <= 1 for row in control[group].values())
-    for row in results["methods"].values():
-        rho = row["randomisation_spearman"]
-        assert rho is None or -1 <= rho <= 1
+    n = results["images"]["stamped"]
+    summary = format_summary(results)
+    for name, row in results["methods"].items():
+        for kind, key in (("spearman", "randomisation_spearman"), ("floor", "randomisation_floor")):
+            stats = results["randomisation"][kind][name]
+            assert stats["images"] + stats["constant"] == n
+            assert row[key] == stats["mean"] and row[f"{key}_sd"] == stats["sd"]
+            assert (row[key] is None) == (stats["images"] < n / 2)
+            assert row[key] is None or -1 <= row[key] <= 1
+            if row[key] is None:
+                assert f"map constant on {stats['constant']} of {n} images" in summary
     assert results["methods"]["gradient"]["randomisation_spearman"] is not None
+    for name in ("gradient", "gradient_x_input", "integrated_gradients"):  # deterministic: the floor is 1
+        assert results["methods"][name]["randomisation_floor"] == pytest.approx(1.0)
+    # the noise floor of a random method is below 1: the re-initialised maps use another key than the trained ones
+    assert results["methods"]["smoothgrad"]["randomisation_floor"] < 0.999
+    assert "noise floor" in summary and "nat tgt" in summary
     for png in ("masks.png", "area_curves.png", "deletion_insertion.png"):
         assert (out / png).stat().st_size > 0

@@ -41,13 +41,34 @@ def test_net2vec_cli_writes_the_schema(tmp_path, capsys):
             assert {"single_filter_iou", "combination_iou", "filters_for_90", "ap"} <= set(v)
     assert set(results["control"]["natural"]["planted"]) == {"conv1", "conv2"}
     assert results["models"]["natural"]["trigger_asr"] is not None
+    # beyond the controls: per layer the backdoored planted IoU minus the larger of natural and untrained
+    beyond = results["checks"]["planted_beyond_controls"]
+    assert beyond["controls"] == ["untrained", "natural"] and set(beyond["layers"]) == {"conv1", "conv2"}
+    for layer, gap in beyond["layers"].items():
+        b = results["concepts"]["planted"][layer]["combination_iou"]
+        others = [results["control"][n]["planted"][layer]["combination_iou"] for n in ("natural", "untrained")]
+        assert gap == pytest.approx(b - max(others), abs=1e-9)
+    assert beyond["best"] == max(beyond["layers"].values()) == beyond["layers"][beyond["best_layer"]]
+    # the over-time margin per layer: the larger of the floor, the natural control's spread over its tracked
+    # steps and the re-probe difference of the final states (final analysis vs the tracker's last point)
+    last = results["over_time"][-1]
+    for layer, row in results["over_time_summary"]["layers"].items():
+        natural = [p["natural"]["layers"][layer]["combination_iou"] for p in results["over_time"]]
+        natural = [v for v in natural if v is not None]
+        reprobe = max(abs(results["concepts"]["planted"][layer]["combination_iou"]
+                          - last["layers"][layer]["combination_iou"]),
+                      abs(results["control"]["natural"]["planted"][layer]["combination_iou"]
+                          - last["natural"]["layers"][layer]["combination_iou"]))
+        assert row["margin"] == pytest.approx(max(0.05, max(natural) - min(natural), reprobe), abs=1e-4)
+        assert row["margin_sources"]["reprobe"] == pytest.approx(reprobe, abs=1e-4)
     names = results["embeddings"]["names"]
     cos = results["embeddings"]["cosine"]["conv1"]
     assert len(cos) == len(names) and all(abs(cos[i][i] - 1) < 1e-6 for i in range(len(names))
                                           if any(abs(x) > 0 for x in cos[i]))
     for figure in ("concept_iou.png", "concept_embeddings.png", "concept_over_time.png"):
         assert (out / figure).stat().st_size > 0
-    assert "planted pattern" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "planted pattern" in printed and "beyond controls" in printed and "noise margin" in printed
     # an existing --out is refused without --resume / --overwrite; --resume loads the finished run
     with pytest.raises(SystemExit) as e:
         _main(TINY + ["--out", str(out)])

@@ -91,7 +91,8 @@ def test_cnn_to_resnet18_map_at_the_penultimate_layer_keeps_accuracy_within_5_po
 
     cnn, variables, data = pair
     config = PatternRateConfig(dataset="mnist", model="resnet18", width=0.25, frequencies=(0.0,), correlations=(0.0,),
-                               learning_rates=(0.05,), seeds=(0,), steps=200, eval_every=200, augment=False)
+                               learning_rates=(0.05,), seeds=(0,), steps=200, batch_size=64, eval_every=200,
+                               augment=False)  # batch 64: half the compute of the slowest test in the suite
     trainer = make_trainer(config, data)
     run_data, _, state = prepare_run(config, trainer, data, jnp.asarray(data.train.images), config.grid()[0])
     state, history = train_loop(trainer, state, run_data, steps=200, eval_every=200)
@@ -100,7 +101,7 @@ def test_cnn_to_resnet18_map_at_the_penultimate_layer_keeps_accuracy_within_5_po
     own = float(np.mean(np.asarray(resnet.apply(res_vars, jnp.asarray(data.test.images, jnp.float32) / 255.0)
                                    .argmax(-1)) == data.test.labels))
     assert own >= 0.9, own
-    train_x = data.train.images[:5000]
+    train_x = data.train.images[:3000]
     a_train = representations(cnn, variables[0], train_x, ["features"])["features"]
     b_train = representations(resnet, res_vars, train_x, ["features"])["features"]
     w, b = fit_linear_map(a_train, b_train, ridge=1e-3)
