@@ -27,7 +27,7 @@ REFERENCE_SIZE = 224  # TorchRay's input size, where its defaults hold
 MIN_BLUR = 1.0  # px: the smallest maximum blur scaled_defaults gives (zero-padded, it still wipes small patches)
 MIN_SIGMA = 1.0  # px: the smallest mask sigma scaled_defaults gives
 PERTURBATIONS = ("blur", "fade")
-TIE_TOLERANCE = 2.0 ** -16  # mask values this close rank by `priority` in area_rank_loss
+TIE_TOLERANCE = 2.0 ** -16  # mask values in one bucket of this width rank by `priority` in area_rank_loss
 
 
 def scaled_defaults(size: int) -> dict[str, float | int]:
@@ -196,15 +196,15 @@ def area_reference(num_pixels: int, area: jax.Array) -> jax.Array:
 
 def area_rank_loss(mask: jax.Array, area: jax.Array, priority: jax.Array | None = None) -> jax.Array:
     """mean((sort(mask) - r_a)^2): 0 exactly when a share `area` of the pixels is 1 and the rest 0.
-    Ties (values within TIE_TOLERANCE) are ranked by `priority` ((H W,) distinct numbers, e.g. a
-    random permutation), else (exact ties) by pixel
-    index (a stable sort). Ties are common (parameters clamp at 0 and 1), and where the reward is weak
+    Ties (values that round to the same multiple of TIE_TOLERANCE: fixed buckets, so two values a
+    hair apart may still fall either side of a bucket edge) are ranked by `priority` ((H W,) distinct
+    numbers, e.g. a random permutation), else (exact ties) by pixel index (a stable sort). Ties are common (parameters clamp at 0 and 1), and where the reward is weak
     the regulariser alone picks the tied pixels that become 1: by index, always the last rows (the
     bottom-right corner); by a random priority, random pixels."""
     flat = mask.reshape(-1)
     if priority is None:
         order = jnp.argsort(flat, stable=True)
-    else:  # values within TIE_TOLERANCE count as tied: float rounding (batched or not) must not reorder them
+    else:  # values in one TIE_TOLERANCE bucket count as tied: float rounding (batched or not) must not reorder them
         chex.assert_shape(priority, (flat.size,))
         order = jnp.lexsort((priority, jnp.round(flat / TIE_TOLERANCE)))
     ranked = flat[order]

@@ -1,6 +1,9 @@
 """Training: the neutral config, train state and jitted steps, test-set evaluation, runs and
 sweeps over runs, the loop, device meshes and checkpoints."""
 
+from anatomy_jax.train.airbench_parts import (LookaheadState, alternating_flip, alternating_flip_mask, ema_update,
+                                              lookahead_decay, lookahead_finish, lookahead_init, lookahead_step,
+                                              tta_logits)
 from anatomy_jax.train.checkpoint import checkpoint_manager, latest_meta, meta_at, prune, restore_latest, restore_step, save
 from anatomy_jax.train.config import TrainConfig, make_trainer, train_config_of
 from anatomy_jax.train.evaluation import (ClassificationMetrics, Metric, MetricContext, TestSet, batch_test_set, evaluate,
@@ -16,6 +19,8 @@ from anatomy_jax.train.steps import AdversarialTraining, Trainer, TrainState, al
 from anatomy_jax.train.strategies import STRATEGIES, auto_runs_per_device, choose_strategy, place_states
 
 __all__ = [
+    "LookaheadState", "alternating_flip", "alternating_flip_mask", "ema_update", "lookahead_decay",
+    "lookahead_finish", "lookahead_init", "lookahead_step", "tta_logits",
     "DATA", "DEFAULT_METRICS", "OPTIMIZERS", "RUNS", "SCHEDULES", "STRATEGIES", "AdversarialTraining",
     "ClassificationMetrics", "Metric", "MetricContext", "metric_inputs", "Observer", "PreparedRun", "RunData", "RunPlan", "RunSpec", "SweepData",
     "SweepObserver", "TestSet", "TrainConfig", "TrainState", "Trainer", "all_finite", "auto_runs_per_device",
