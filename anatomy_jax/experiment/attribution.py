@@ -36,7 +36,7 @@ from anatomy_jax.attribution.meaningful import GAMES
 from anatomy_jax.data import Dataset
 from anatomy_jax.experiment.backdoor_models import BackdoorModelOptions, train_studies, trigger_box
 from anatomy_jax.experiment.options import DataOptions, DeviceOptions, OutputOptions
-from anatomy_jax.experiment.outputs import RESULTS_FILE, ZOO_DIR, default_out_dir, environment, prepare_output_dir
+from anatomy_jax.experiment.outputs import RESULTS_FILE, default_out_dir, environment, prepare_output_dir
 from anatomy_jax.experiment.pattern_rate import dataset_summary
 from anatomy_jax.experiment.study import Study
 from anatomy_jax.models.registry import create_model
@@ -277,7 +277,7 @@ def run_attribution(config: AttributionConfig, workdir: str | pathlib.Path | Non
                             f"({', '.join(layers) or 'none'})")
     out = prepare_output_dir(pathlib.Path(workdir or config.out or default_out_dir("attribution")),
                              resume=config.resume, overwrite=config.overwrite)
-    models_dir = pathlib.Path(config.models_dir) if config.models_dir else out / ZOO_DIR
+    models_dir = config.models_path(out)
     t0 = time.perf_counter()
     variables, training = train_natural_and_backdoored(config, data, models_dir, progress)
     train_seconds = time.perf_counter() - t0

@@ -13,6 +13,7 @@ import numpy as np
 
 from anatomy_jax.data import Dataset
 from anatomy_jax.experiment.pattern_rate import auto_patch_size
+from anatomy_jax.experiment.outputs import ZOO_DIR
 from anatomy_jax.experiment.study import Study
 from anatomy_jax.models.registry import MODEL_NAMES
 from anatomy_jax.poison import LOCATIONS, PATTERN_KINDS, PatternSpec, PoisonSpec, make_patterns
@@ -89,6 +90,10 @@ class BackdoorModelOptions:
                             self.correlation)
         return RunSpec(train or self.training_config(), self.seed if seed is None else seed, self.learning_rate,
                        (poison,), grid={"model": name})
+
+    def models_path(self, out: pathlib.Path) -> pathlib.Path:
+        """Where the models' checkpoints live: --models-dir, else <out>/zoo."""
+        return pathlib.Path(self.models_dir) if self.models_dir else out / ZOO_DIR
 
     def model_settings(self, data: Dataset) -> dict[str, Any]:
         """What loaded models must have been trained with (JSON-normalised)."""

@@ -25,7 +25,7 @@ from anatomy_jax.classwise import (CANVAS, SearchSettings, anomaly_index, flagge
                                    pattern_success_rate, search_class_patterns)
 from anatomy_jax.data import Dataset
 from anatomy_jax.experiment.options import DataOptions, DeviceOptions, OutputOptions
-from anatomy_jax.experiment.outputs import RESULTS_FILE, ZOO_DIR, default_out_dir, environment, prepare_output_dir
+from anatomy_jax.experiment.outputs import RESULTS_FILE, default_out_dir, environment, prepare_output_dir
 from anatomy_jax.experiment.backdoor_models import (BackdoorModelOptions, train_studies,
                                                     trigger_box)
 from anatomy_jax.experiment.pattern_rate import dataset_summary
@@ -173,7 +173,7 @@ def run_class_patterns(config: ClassPatternsConfig, workdir: str | pathlib.Path 
         config.check_data(data)
     out = prepare_output_dir(pathlib.Path(workdir or config.out or default_out_dir("class_patterns")),
                              resume=config.resume, overwrite=config.overwrite)
-    models_dir = pathlib.Path(config.models_dir) if config.models_dir else out / ZOO_DIR
+    models_dir = config.models_path(out)
     t0 = time.perf_counter()
     variables, training = train_models(config, data, models_dir, progress)
     train_seconds = time.perf_counter() - t0

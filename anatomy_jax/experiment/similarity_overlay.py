@@ -26,7 +26,7 @@ from anatomy_jax.concepts import layer_activations, peak_location, similarity_ov
 from anatomy_jax.data import Dataset
 from anatomy_jax.experiment.backdoor_models import BackdoorModelOptions, train_studies, trigger_box
 from anatomy_jax.experiment.options import DataOptions, DeviceOptions, OutputOptions
-from anatomy_jax.experiment.outputs import RESULTS_FILE, ZOO_DIR, default_out_dir, environment, prepare_output_dir
+from anatomy_jax.experiment.outputs import RESULTS_FILE, default_out_dir, environment, prepare_output_dir
 from anatomy_jax.experiment.pattern_rate import dataset_summary
 from anatomy_jax.experiment.study import Study
 from anatomy_jax.models.registry import create_model
@@ -125,7 +125,7 @@ def run_similarity_overlay(config: SimilarityOverlayConfig, workdir: str | pathl
         studies = overlay_studies(config, data)
     out = prepare_output_dir(pathlib.Path(workdir or config.out or default_out_dir("similarity_overlay")),
                              resume=config.resume, overwrite=config.overwrite)
-    models_dir = pathlib.Path(config.models_dir) if config.models_dir else out / ZOO_DIR
+    models_dir = config.models_path(out)
     t0 = time.perf_counter()
     variables, training = train_studies(studies, config.model_settings(data) | {"second_seed": config.seed2()},
                                         models_dir, progress)

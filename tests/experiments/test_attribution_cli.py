@@ -11,8 +11,8 @@ import pytest
 
 from anatomy_jax.experiment.attribution import (METHODS, AttributionConfig, format_summary, randomisation_spearman,
                                                 run_attribution)
-from anatomy_jax.experiment.cli import run_main
 from tests.conftest import ROOT
+from tests.experiments.refusals import assert_refused_early
 
 SCRIPT = str(ROOT / "experiments" / "attribution.py")
 
@@ -25,12 +25,8 @@ SCRIPT = str(ROOT / "experiments" / "attribution.py")
     (["--grad-cam-layer", "features"], "not a spatial stage"),
 ])
 def test_bad_settings_fail_early_with_a_clear_message(tmp_path, capsys, flags, message):
-    with pytest.raises(SystemExit) as exit_:
-        run_main(AttributionConfig, "", run_attribution, format_summary, "attribution",
-                 [*flags, "--out", str(tmp_path / "out")])
-    assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    assert_refused_early(AttributionConfig, run_attribution, format_summary, "attribution", flags,
+                         message, tmp_path, capsys)
 
 
 def test_randomisation_spearman_is_null_when_defined_on_fewer_than_half_of_the_images():

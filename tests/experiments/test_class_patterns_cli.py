@@ -13,9 +13,9 @@ import pytest
 from anatomy_jax.classwise import ClassPatterns
 from anatomy_jax.experiment.class_patterns import (ClassPatternsConfig, backdoor_verdict, class_rows, format_summary,
                                                    run_class_patterns, trigger_box, tv_comparison)
-from anatomy_jax.experiment.cli import run_main
 from anatomy_jax.poison import PatternSpec
 from tests.conftest import ROOT
+from tests.experiments.refusals import assert_refused_early
 
 SCRIPT = str(ROOT / "experiments" / "class_patterns.py")
 TINY = ["--steps", "150", "--adversarial-steps", "2", "--search-steps", "40", "--search-images", "300",
@@ -77,12 +77,8 @@ def test_backdoor_verdict_needs_all_three_conditions():
     (["--dtype", "float16"], "unknown dtype"),
 ])
 def test_bad_settings_fail_early_with_a_clear_message(tmp_path, capsys, flags, message):
-    with pytest.raises(SystemExit) as exit_:
-        run_main(ClassPatternsConfig, "", run_class_patterns, format_summary, "class_patterns",
-                 [*flags, "--out", str(tmp_path / "out")])
-    assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    assert_refused_early(ClassPatternsConfig, run_class_patterns, format_summary, "class_patterns", flags,
+                         message, tmp_path, capsys)
 
 
 def test_help_explains_the_flags():

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from anatomy_jax.experiment.cli import run_main
 from anatomy_jax.experiment.pattern_competition import (PatternCompetitionConfig, acquisition_order, format_summary,
                                                         run_pattern_competition)
 from tests.conftest import ROOT
+from tests.experiments.refusals import assert_refused_early
 
 SCRIPT = str(ROOT / "experiments" / "pattern_competition.py")
 SPECS = ["--pattern-spec", "checkerboard:size=2:at=top-left:target=1:f=0.1:c=1:name=big",
@@ -90,13 +90,8 @@ def test_patterns_file_equals_the_same_specs_on_the_command_line(tmp_path):
     (["--schedule", "step", "--patterns-file", "/nonexistent.json"], "nonexistent.json"),
 ])
 def test_bad_flags_exit_2_with_a_message(tmp_path, capsys, args, message):
-    # in-process: the script's main with these flags (a subprocess per case costs ~7 s of imports)
-    with pytest.raises(SystemExit) as exit_:
-        run_main(PatternCompetitionConfig, "", run_pattern_competition, format_summary, "pattern_competition",
-                 argv=[*args, "--out", str(tmp_path / "x")])
-    assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
+    assert_refused_early(PatternCompetitionConfig, run_pattern_competition, format_summary, "pattern_competition", args,
+                         message, tmp_path, capsys)
 
 
 def test_probes_run_inside_the_competition_sweep(tmp_path):

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from anatomy_jax.experiment.cli import run_main
 from anatomy_jax.experiment.pattern_rate import PatternRateConfig, format_summary, train_and_evaluate
 from tests.conftest import ROOT, TFDS_DIR
+from tests.experiments.refusals import assert_refused_early
 
 SCRIPT = str(ROOT / "experiments" / "pattern_rate.py")
 TINY = ["--frequencies", "0.1", "--correlations", "0,1", "--learning-rates", "0.05", "--seeds", "0", "--steps", "40",
@@ -84,14 +84,8 @@ def test_tiny_run_writes_results_and_figures_then_refuses_to_overwrite(tmp_path)
     (["--alphas", "0.1,1.5"], "alphas must lie in"),
 ])
 def test_bad_flags_exit_2_with_a_message(tmp_path, capsys, args, message):
-    # in-process: the script's main with these flags (a subprocess per case costs ~7 s of imports;
-    # the tiny run above checks the script itself, refusal included)
-    with pytest.raises(SystemExit) as exit_:
-        run_main(PatternRateConfig, "", train_and_evaluate, format_summary, "pattern_rate",
-                 argv=[*args, "--out", str(tmp_path / "x")])
-    assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
+    assert_refused_early(PatternRateConfig, train_and_evaluate, format_summary, "pattern_rate", args,
+                         message, tmp_path, capsys)
 
 
 def test_clean_label_grid_has_no_correlation_axis(tmp_path):

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from anatomy_jax.experiment.cli import run_main
 from anatomy_jax.experiment.similarity_overlay import (SimilarityOverlayConfig, _chebyshev_to_box, format_summary,
                                                        run_similarity_overlay)
 from tests.conftest import ROOT
+from tests.experiments.refusals import assert_refused_early
 
 SCRIPT = str(ROOT / "experiments" / "similarity_overlay.py")
 
@@ -32,12 +32,8 @@ def test_distance_to_the_trigger_box():
     (["--frequency", "0"], "--frequency > 0"),
 ])
 def test_bad_settings_fail_early_with_a_clear_message(tmp_path, capsys, flags, message):
-    with pytest.raises(SystemExit) as exit_:
-        run_main(SimilarityOverlayConfig, "", run_similarity_overlay, format_summary, "similarity_overlay",
-                 [*flags, "--out", str(tmp_path / "out")])
-    assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    assert_refused_early(SimilarityOverlayConfig, run_similarity_overlay, format_summary, "similarity_overlay", flags,
+                         message, tmp_path, capsys)
 
 
 @pytest.mark.slow
